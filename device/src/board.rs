@@ -1,0 +1,226 @@
+//! The board description file (`twinbank.toml`, `std` only): flash geometry, layout, image
+//! header size and the device identity. One file read by the host tool, the build scripts of the
+//! shim and the demo app, xtask and the tests, so they cannot disagree.
+
+extern crate std;
+
+use crate::image::{DeviceIds, Uuid};
+use crate::layout::{Layout, LayoutError, Region};
+use crate::state::Attempts;
+use core::fmt;
+use std::string::{String, ToString};
+use std::vec::Vec;
+
+/// The parsed board description.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BoardDescription {
+    /// `[board]`.
+    pub board: BoardInfo,
+    /// `[flash]`.
+    pub flash: FlashInfo,
+    /// `[layout]`.
+    pub layout: LayoutInfo,
+    /// `[image]`.
+    pub image: ImageInfo,
+    /// `[device]`.
+    pub device: DeviceInfo,
+}
+
+/// `[board]`: a name for messages.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BoardInfo {
+    /// Human-readable board name.
+    pub name: String,
+}
+
+/// `[flash]`: the flash device.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FlashInfo {
+    /// CPU address of flash offset 0.
+    pub base: u32,
+    /// Capacity in bytes.
+    pub size: u32,
+    /// Program granularity.
+    pub write_size: u32,
+    /// Erase sector size.
+    pub erase_size: u32,
+}
+
+/// A region in the description file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegionInfo {
+    /// Offset in the flash.
+    pub offset: u32,
+    /// Size in bytes.
+    pub size: u32,
+}
+
+/// `[layout]`: the three regions.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LayoutInfo {
+    /// Boot state region.
+    pub state: RegionInfo,
+    /// Bank A.
+    pub bank_a: RegionInfo,
+    /// Bank B.
+    pub bank_b: RegionInfo,
+}
+
+/// `[image]`: how images are laid out.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImageInfo {
+    /// Header size (payload offset).
+    pub header_size: u16,
+    /// Alignment the vector table needs (VTOR).
+    pub vector_alignment: u32,
+}
+
+/// `[device]`: identity and policy.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceInfo {
+    /// Vendor UUID, if images must carry one.
+    pub vendor_id: Option<String>,
+    /// Class UUID, if images must carry one.
+    pub class_id: Option<String>,
+    /// Trial boot attempts (1..=7).
+    pub attempts: u8,
+}
+
+/// Why a board description was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BoardError {
+    /// The file could not be read.
+    Io(String),
+    /// TOML syntax or a missing/unknown field.
+    Syntax(String),
+    /// The layout breaks an invariant.
+    Layout(LayoutError),
+    /// A UUID field is not a UUID.
+    BadUuid {
+        /// Which field.
+        field: &'static str,
+        /// Its value.
+        value: String,
+    },
+    /// `attempts` outside 1..=7.
+    BadAttempts(u8),
+    /// The header size does not put the vector table on its alignment.
+    VectorMisaligned {
+        /// Header size.
+        header_size: u16,
+        /// Alignment needed.
+        alignment: u32,
+    },
+}
+
+impl fmt::Display for BoardError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BoardError::Io(e) => write!(f, "{e}"),
+            BoardError::Syntax(e) => write!(f, "{e}"),
+            BoardError::Layout(e) => write!(f, "[layout]: {e}"),
+            BoardError::BadUuid { field, value } => {
+                write!(f, "[device] {field} = {value:?} is not a UUID (xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx)")
+            }
+            BoardError::BadAttempts(n) => write!(f, "[device] attempts = {n}: must be 1..=7"),
+            BoardError::VectorMisaligned {
+                header_size,
+                alignment,
+            } => write!(
+                f,
+                "[image] header_size {header_size:#x} does not put the vector table on a \
+                 {alignment:#x} boundary"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for BoardError {}
+
+/// Parses a UUID in its usual text form (hyphens optional), as `imgtool --vid` accepts it.
+pub fn parse_uuid(s: &str) -> Option<Uuid> {
+    let hex: Vec<u8> = s.bytes().filter(|&b| b != b'-').collect();
+    if hex.len() != 32 {
+        return None;
+    }
+    let mut out = [0u8; 16];
+    for (i, pair) in hex.chunks(2).enumerate() {
+        let text = core::str::from_utf8(pair).ok()?;
+        out[i] = u8::from_str_radix(text, 16).ok()?;
+    }
+    Some(Uuid(out))
+}
+
+impl BoardDescription {
+    /// Parses and checks a description from TOML text.
+    pub fn parse(text: &str) -> Result<BoardDescription, BoardError> {
+        let d: BoardDescription =
+            toml::from_str(text).map_err(|e| BoardError::Syntax(e.to_string()))?;
+        d.layout()?;
+        d.ids()?;
+        d.attempts()?;
+        let vt = d.layout()?.bank_address(crate::layout::Bank::A) + d.image.header_size as u32;
+        if d.image.vector_alignment == 0 || vt % d.image.vector_alignment != 0 {
+            return Err(BoardError::VectorMisaligned {
+                header_size: d.image.header_size,
+                alignment: d.image.vector_alignment,
+            });
+        }
+        Ok(d)
+    }
+
+    /// Reads and checks a description file; errors name the file.
+    pub fn load(path: &std::path::Path) -> Result<BoardDescription, BoardError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| BoardError::Io(std::format!("{}: {e}", path.display())))?;
+        Self::parse(&text).map_err(|e| match e {
+            BoardError::Syntax(s) => BoardError::Syntax(std::format!("{}: {s}", path.display())),
+            other => other,
+        })
+    }
+
+    /// The validated layout.
+    pub fn layout(&self) -> Result<Layout, BoardError> {
+        let r = |i: RegionInfo| Region::new(i.offset, i.size);
+        Layout::new(
+            self.flash.size,
+            self.flash.write_size,
+            self.flash.erase_size,
+            self.flash.base,
+            r(self.layout.state),
+            r(self.layout.bank_a),
+            r(self.layout.bank_b),
+        )
+        .map_err(BoardError::Layout)
+    }
+
+    /// The device ids.
+    pub fn ids(&self) -> Result<DeviceIds, BoardError> {
+        let one = |field: &'static str, v: &Option<String>| -> Result<Option<Uuid>, BoardError> {
+            v.as_ref()
+                .map(|s| {
+                    parse_uuid(s).ok_or_else(|| BoardError::BadUuid {
+                        field,
+                        value: s.clone(),
+                    })
+                })
+                .transpose()
+        };
+        Ok(DeviceIds {
+            vendor: one("vendor_id", &self.device.vendor_id)?,
+            class: one("class_id", &self.device.class_id)?,
+        })
+    }
+
+    /// Trial attempts.
+    pub fn attempts(&self) -> Result<Attempts, BoardError> {
+        Attempts::new(self.device.attempts).ok_or(BoardError::BadAttempts(self.device.attempts))
+    }
+}

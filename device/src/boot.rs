@@ -1,0 +1,320 @@
+//! The boot decision: what the bootloader shim calls after reset.
+//!
+//! Ordered rules for the preferred bank `P` (at most two banks are tried, so at most a handful of
+//! record writes happen per boot; no loop depends on flash contents):
+//!
+//! | `P` holds            | image verifies | written before returning              | result            |
+//! |----------------------|----------------|----------------------------------------|-------------------|
+//! | Confirmed            | yes            | nothing                                | boot P (normal)   |
+//! | Confirmed            | no             | P Rejected, preferred = other          | try the other     |
+//! | Pending, n > 0 left  | yes            | P Pending n-1 (the attempt is spent)   | boot P (trial)    |
+//! | Pending, n > 0 left  | no             | P Rejected, preferred = other          | try the other     |
+//! | Pending, 0 left      | —              | P Rejected, preferred = other          | try the other     |
+//! | Empty/Receiving/Rejected | —          | preferred = other, if other is bootable | try the other    |
+//! | no valid record      | —              | adopt: verified banks Confirmed, A preferred | as above    |
+//!
+//! "Verifies" means the full check of [`crate::image::verify_image`] with the current minimum
+//! security counter, plus the image digest equal to the one the state recorded for that bank.
+//! A flash read error is returned as an error and marks nothing (a glitch must not reject a bank).
+//!
+//! Stack: the state scan (one 128-byte record) and image verification (see [`crate::image`]);
+//! ≈ 8 KB in all on Cortex-M3.
+
+use crate::flash;
+use crate::image::{verify_image, ImageError, VerifiedImage, Version};
+use crate::layout::Bank;
+use crate::state::{BankState, BootState, ImageId, StateError, StateStore};
+use crate::Config;
+use core::fmt;
+use embedded_storage::nor_flash::NorFlash;
+
+/// Why the bootloader left a bank during this boot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RollbackCause {
+    /// The trial image used all its boot attempts without confirming.
+    AttemptsExhausted,
+    /// The image failed verification.
+    VerifyFailed(ImageError),
+    /// The bank holds another image than the one the state recorded.
+    ImageReplaced,
+}
+
+impl fmt::Display for RollbackCause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RollbackCause::AttemptsExhausted => f.write_str("trial attempts exhausted"),
+            RollbackCause::VerifyFailed(e) => write!(f, "verification failed: {e}"),
+            RollbackCause::ImageReplaced => {
+                f.write_str("bank content differs from the recorded image")
+            }
+        }
+    }
+}
+
+/// Why this bank boots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BootReason {
+    /// The preferred bank holds a confirmed image.
+    Normal,
+    /// A confirmed image, while the other bank holds an image that was rejected earlier (by its
+    /// health check, or by a rollback on an earlier boot).
+    Fallback {
+        /// The bank holding the rejected image.
+        rejected: Bank,
+    },
+    /// A trial boot of a new image; one attempt was spent for it.
+    Trial {
+        /// Boots left after this one before the image is rolled back.
+        attempts_left: u8,
+    },
+    /// This boot rolled back from the other bank.
+    RolledBack {
+        /// The bank that was given up.
+        from: Bank,
+        /// Why.
+        cause: RollbackCause,
+    },
+}
+
+impl fmt::Display for BootReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BootReason::Normal => f.write_str("normal"),
+            BootReason::Fallback { rejected } => {
+                write!(f, "normal, bank {rejected} holds a rejected image")
+            }
+            BootReason::Trial { attempts_left } => {
+                write!(f, "trial, {attempts_left} attempts left")
+            }
+            BootReason::RolledBack { from, cause } => {
+                write!(f, "rolled back from bank {from} because {cause}")
+            }
+        }
+    }
+}
+
+/// The result: which bank to jump to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BootDecision {
+    /// The bank to boot.
+    pub bank: Bank,
+    /// CPU address of the image's vector table (bank address + header size).
+    pub vector_table: u32,
+    /// Version of the image booted.
+    pub version: Version,
+    /// Why this bank.
+    pub reason: BootReason,
+}
+
+/// Why nothing can boot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BootError {
+    /// Neither bank holds a bootable, verified image. The shim reports it and stops.
+    NoBootableImage {
+        /// Why bank A cannot boot.
+        a: Unbootable,
+        /// Why bank B cannot boot.
+        b: Unbootable,
+    },
+    /// The state region could not be read or written.
+    State(StateError),
+    /// A bank could not be read.
+    Flash(embedded_storage::nor_flash::NorFlashErrorKind),
+}
+
+/// Why one bank cannot boot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unbootable {
+    /// The state says the bank is empty or being written.
+    Empty,
+    /// The state says the bank's image was rejected.
+    Rejected,
+    /// The image failed verification.
+    Invalid(ImageError),
+}
+
+impl fmt::Display for Unbootable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Unbootable::Empty => f.write_str("empty"),
+            Unbootable::Rejected => f.write_str("rejected"),
+            Unbootable::Invalid(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl fmt::Display for BootError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BootError::NoBootableImage { a, b } => {
+                write!(f, "no bootable image (bank A: {a}; bank B: {b})")
+            }
+            BootError::State(e) => write!(f, "{e}"),
+            BootError::Flash(k) => write!(f, "bank: {}", flash::describe(*k)),
+        }
+    }
+}
+
+impl From<StateError> for BootError {
+    fn from(e: StateError) -> Self {
+        BootError::State(e)
+    }
+}
+
+/// Verifies `bank` against the state's expectations. `Ok(Err(_))` is a verdict on the image;
+/// `Err(_)` is a flash failure.
+fn check_bank<F: NorFlash>(
+    flash: &mut F,
+    config: &Config<'_>,
+    state: &BootState,
+    bank: Bank,
+    expected: &ImageId,
+) -> Result<Result<VerifiedImage, RollbackCause>, BootError> {
+    match verify_image(flash, &config.verify_params(bank, state.min_security_counter)) {
+        Ok(img) if img.digest == expected.digest => Ok(Ok(img)),
+        Ok(_) => Ok(Err(RollbackCause::ImageReplaced)),
+        Err(ImageError::Flash(k)) => Err(BootError::Flash(k)),
+        Err(e) => Ok(Err(RollbackCause::VerifyFailed(e))),
+    }
+}
+
+/// A state for a device without any valid record (never provisioned): each bank whose image
+/// verifies is adopted as confirmed; A is preferred when it verifies. Nothing is written here.
+fn adopt<F: NorFlash>(flash: &mut F, config: &Config<'_>) -> Result<BootState, BootError> {
+    let mut banks = [BankState::Empty, BankState::Empty];
+    for bank in Bank::ALL {
+        match verify_image(flash, &config.verify_params(bank, 0)) {
+            Ok(img) => banks[bank.index()] = BankState::Confirmed(ImageId::of(&img)),
+            Err(ImageError::Flash(k)) => return Err(BootError::Flash(k)),
+            Err(_) => {}
+        }
+    }
+    let preferred = if matches!(banks[0], BankState::Confirmed(_)) || banks[1] == BankState::Empty {
+        Bank::A
+    } else {
+        Bank::B
+    };
+    Ok(BootState {
+        preferred,
+        min_security_counter: 0,
+        banks,
+    })
+}
+
+/// Decides which bank to boot, spending a trial attempt or rolling back as the state demands.
+/// See the module documentation for the rules. Every state change is written before the
+/// decision is returned, so a reset at any moment replays a consistent decision.
+pub fn decide<F: NorFlash>(flash: &mut F, config: &Config<'_>) -> Result<BootDecision, BootError> {
+    let mut store = StateStore::open(flash, &config.layout)?;
+    let mut state = match store.current() {
+        Some(s) => *s,
+        None => {
+            let adopted = adopt(flash, config)?;
+            if adopted.banks != [BankState::Empty, BankState::Empty] {
+                store.write(flash, &adopted)?;
+            }
+            adopted
+        }
+    };
+    let mut rolled_back: Option<(Bank, RollbackCause)> = None;
+    let mut verdict = [Unbootable::Empty; 2];
+    // Each pass either returns or moves `preferred` to the other bank after marking this one
+    // unbootable; two passes see both banks.
+    for _ in 0..2 {
+        let bank = state.preferred;
+        let current = *state.bank(bank);
+        let failure = match current {
+            BankState::Confirmed(id) => match check_bank(flash, config, &state, bank, &id)? {
+                Ok(img) => {
+                    let other = bank.other();
+                    let reason = match (rolled_back, state.bank(other)) {
+                        (Some((from, cause)), _) => BootReason::RolledBack { from, cause },
+                        (None, BankState::Rejected(_)) => BootReason::Fallback { rejected: other },
+                        _ => BootReason::Normal,
+                    };
+                    return Ok(decision(bank, &img, reason));
+                }
+                Err(cause) => cause,
+            },
+            BankState::Pending {
+                image,
+                attempts_left,
+            } if attempts_left > 0 => match check_bank(flash, config, &state, bank, &image)? {
+                Ok(img) => {
+                    let left = attempts_left - 1;
+                    *state.bank_mut(bank) = BankState::Pending {
+                        image,
+                        attempts_left: left,
+                    };
+                    store.write(flash, &state)?;
+                    return Ok(decision(bank, &img, BootReason::Trial { attempts_left: left }));
+                }
+                Err(cause) => cause,
+            },
+            BankState::Pending { .. } => RollbackCause::AttemptsExhausted,
+            BankState::Empty | BankState::Receiving(_) | BankState::Rejected(_) => {
+                verdict[bank.index()] = match current {
+                    BankState::Rejected(_) => Unbootable::Rejected,
+                    _ => Unbootable::Empty,
+                };
+                let other = bank.other();
+                if matches!(
+                    state.bank(other),
+                    BankState::Confirmed(_) | BankState::Pending { .. }
+                ) {
+                    state.preferred = other;
+                    store.write(flash, &state)?;
+                    continue;
+                }
+                break;
+            }
+        };
+        // This bank cannot boot: record it, then try the other one.
+        verdict[bank.index()] = match failure {
+            RollbackCause::VerifyFailed(e) => Unbootable::Invalid(e),
+            _ => Unbootable::Rejected,
+        };
+        if let Some(id) = current.image() {
+            *state.bank_mut(bank) = BankState::Rejected(*id);
+        }
+        let other = bank.other();
+        let other_may_boot = matches!(
+            state.bank(other),
+            BankState::Confirmed(_) | BankState::Pending { .. }
+        );
+        if other_may_boot {
+            state.preferred = other;
+        }
+        store.write(flash, &state)?;
+        rolled_back.get_or_insert((bank, failure));
+        if !other_may_boot {
+            verdict[other.index()] = match state.bank(other) {
+                BankState::Rejected(_) => Unbootable::Rejected,
+                _ => Unbootable::Empty,
+            };
+            break;
+        }
+    }
+    // Report the other bank's status too when the loop ended before looking at it.
+    for bank in Bank::ALL {
+        if verdict[bank.index()] == Unbootable::Empty {
+            if let BankState::Rejected(_) = state.bank(bank) {
+                verdict[bank.index()] = Unbootable::Rejected;
+            }
+        }
+    }
+    Err(BootError::NoBootableImage {
+        a: verdict[0],
+        b: verdict[1],
+    })
+}
+
+fn decision(bank: Bank, img: &VerifiedImage, reason: BootReason) -> BootDecision {
+    BootDecision {
+        bank,
+        // load_addr is the bank address (verification requires ROM_FIXED at this bank).
+        vector_table: img.header.load_addr.wrapping_add(img.header.hdr_size as u32),
+        version: img.header.version,
+        reason,
+    }
+}

@@ -1,0 +1,380 @@
+//! Where things live in flash: the state region and the two banks.
+//!
+//! ```text
+//!  flash offset 0                                                     flash end
+//!  | bootloader (ROM) | state: ≥ 2 erase sectors | bank A        | bank B        |
+//!                      \ ring of record sectors   \ header|vectors|payload|TLVs  |
+//! ```
+//!
+//! All offsets are relative to the start of the flash device that `embedded-storage` addresses;
+//! [`Layout::base_address`] maps them to the CPU's address space (for execute in place and for the
+//! MCUboot `ROM_FIXED` load address). A [`Layout`] can only be built through [`Layout::new`], which
+//! checks every invariant once; the rest of the crate relies on them without re-checking.
+
+use core::fmt;
+
+/// One of the two firmware banks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub enum Bank {
+    /// The first bank (the factory image goes here).
+    A,
+    /// The second bank.
+    B,
+}
+
+impl Bank {
+    /// The other bank: the fallback of a running bank, the target of an update.
+    pub const fn other(self) -> Bank {
+        match self {
+            Bank::A => Bank::B,
+            Bank::B => Bank::A,
+        }
+    }
+
+    /// Index for per-bank arrays (A = 0, B = 1).
+    pub const fn index(self) -> usize {
+        match self {
+            Bank::A => 0,
+            Bank::B => 1,
+        }
+    }
+
+    /// Both banks, A first.
+    pub const ALL: [Bank; 2] = [Bank::A, Bank::B];
+}
+
+impl fmt::Display for Bank {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Bank::A => "A",
+            Bank::B => "B",
+        })
+    }
+}
+
+/// A byte offset inside the flash device (not a CPU address).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct FlashOffset(pub u32);
+
+/// A size in bytes of a flash area.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ByteSize(pub u32);
+
+/// A contiguous area of flash: `[offset, offset + size)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Region {
+    /// First byte of the region.
+    pub offset: FlashOffset,
+    /// Length of the region in bytes.
+    pub size: ByteSize,
+}
+
+impl Region {
+    /// A region from raw numbers.
+    pub const fn new(offset: u32, size: u32) -> Region {
+        Region {
+            offset: FlashOffset(offset),
+            size: ByteSize(size),
+        }
+    }
+
+    /// One past the last byte, or `None` when it would overflow `u32`.
+    pub fn end(&self) -> Option<u32> {
+        self.offset.0.checked_add(self.size.0)
+    }
+
+    fn overlaps(&self, other: &Region) -> bool {
+        // Both ends are known to exist when this is called (checked first in `Layout::new`).
+        let (a0, a1) = (self.offset.0, self.offset.0 + self.size.0);
+        let (b0, b1) = (other.offset.0, other.offset.0 + other.size.0);
+        a0 < b1 && b0 < a1
+    }
+}
+
+/// The name of a region, for error messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RegionName {
+    /// The boot state region.
+    State,
+    /// A firmware bank.
+    Bank(Bank),
+}
+
+impl fmt::Display for RegionName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RegionName::State => f.write_str("state region"),
+            RegionName::Bank(b) => write!(f, "bank {b}"),
+        }
+    }
+}
+
+/// Why a layout was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LayoutError {
+    /// WRITE_SIZE must be a power of two in 1..=32 and ERASE_SIZE a power of two in 1 KiB..=128 KiB
+    /// that is a multiple of WRITE_SIZE.
+    UnsupportedGeometry {
+        /// The flash's write size.
+        write_size: u32,
+        /// The flash's erase size.
+        erase_size: u32,
+    },
+    /// A region does not start and end on erase-sector boundaries.
+    NotEraseAligned(RegionName),
+    /// A region ends beyond the flash (or beyond 4 GiB).
+    OutOfFlash(RegionName),
+    /// Two regions share bytes.
+    Overlap(RegionName, RegionName),
+    /// The state region needs at least two erase sectors (one always holds the newest record).
+    StateTooSmall {
+        /// Sectors the state region has.
+        sectors: u32,
+    },
+    /// The banks must be the same size (either may hold either image role).
+    UnequalBanks,
+    /// A bank is too small to hold even an image header.
+    BankTooSmall,
+}
+
+impl fmt::Display for LayoutError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LayoutError::UnsupportedGeometry {
+                write_size,
+                erase_size,
+            } => write!(
+                f,
+                "unsupported flash geometry: write size {write_size} (1..=32, power of two), \
+                 erase size {erase_size} (1 KiB..=128 KiB, power of two)"
+            ),
+            LayoutError::NotEraseAligned(r) => {
+                write!(f, "{r} is not aligned to erase sectors")
+            }
+            LayoutError::OutOfFlash(r) => write!(f, "{r} extends beyond the flash"),
+            LayoutError::Overlap(a, b) => write!(f, "{a} overlaps {b}"),
+            LayoutError::StateTooSmall { sectors } => write!(
+                f,
+                "state region has {sectors} erase sector(s); at least 2 are needed"
+            ),
+            LayoutError::UnequalBanks => f.write_str("bank A and bank B differ in size"),
+            LayoutError::BankTooSmall => f.write_str("banks are too small to hold an image"),
+        }
+    }
+}
+
+/// Smallest write unit this crate supports (bytes).
+pub const MIN_WRITE_SIZE: u32 = 1;
+/// Largest write unit this crate supports (bytes); bounds the RAM buffers that hold a partial unit.
+pub const MAX_WRITE_SIZE: u32 = 32;
+/// Smallest erase sector supported (1 KiB): a state record sector must hold several records.
+pub const MIN_ERASE_SIZE: u32 = 1024;
+/// Largest erase sector supported (128 KiB).
+pub const MAX_ERASE_SIZE: u32 = 128 * 1024;
+
+/// A validated flash layout. Invariants (checked by [`Layout::new`]):
+/// - geometry within the supported ranges, erase size a multiple of write size;
+/// - every region erase-aligned, inside the flash, not overlapping another;
+/// - the state region holds at least two erase sectors;
+/// - both banks have the same size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Layout {
+    state: Region,
+    banks: [Region; 2],
+    write_size: u32,
+    erase_size: u32,
+    base_address: u32,
+}
+
+impl Layout {
+    /// Checks and builds a layout.
+    ///
+    /// `flash_size` is the capacity of the flash device; `base_address` is the CPU address of flash
+    /// offset 0 (where the banks are executed in place).
+    pub fn new(
+        flash_size: u32,
+        write_size: u32,
+        erase_size: u32,
+        base_address: u32,
+        state: Region,
+        bank_a: Region,
+        bank_b: Region,
+    ) -> Result<Layout, LayoutError> {
+        let geometry_ok = write_size.is_power_of_two()
+            && (MIN_WRITE_SIZE..=MAX_WRITE_SIZE).contains(&write_size)
+            && erase_size.is_power_of_two()
+            && (MIN_ERASE_SIZE..=MAX_ERASE_SIZE).contains(&erase_size);
+        if !geometry_ok {
+            return Err(LayoutError::UnsupportedGeometry {
+                write_size,
+                erase_size,
+            });
+        }
+        let named = [
+            (RegionName::State, state),
+            (RegionName::Bank(Bank::A), bank_a),
+            (RegionName::Bank(Bank::B), bank_b),
+        ];
+        for (name, region) in named {
+            match region.end() {
+                Some(end) if end <= flash_size && region.size.0 > 0 => {}
+                _ => return Err(LayoutError::OutOfFlash(name)),
+            }
+            if region.offset.0 % erase_size != 0 || region.size.0 % erase_size != 0 {
+                return Err(LayoutError::NotEraseAligned(name));
+            }
+        }
+        for i in 0..named.len() {
+            for j in i + 1..named.len() {
+                if named[i].1.overlaps(&named[j].1) {
+                    return Err(LayoutError::Overlap(named[i].0, named[j].0));
+                }
+            }
+        }
+        let sectors = state.size.0 / erase_size;
+        if sectors < 2 {
+            return Err(LayoutError::StateTooSmall { sectors });
+        }
+        if bank_a.size != bank_b.size {
+            return Err(LayoutError::UnequalBanks);
+        }
+        if bank_a.size.0 < crate::image::HEADER_SIZE as u32 {
+            return Err(LayoutError::BankTooSmall);
+        }
+        for (bank, region) in [(Bank::A, bank_a), (Bank::B, bank_b)] {
+            // Banks execute in place: their CPU addresses must exist on a 32-bit core.
+            if region
+                .end()
+                .and_then(|end| base_address.checked_add(end))
+                .is_none()
+            {
+                return Err(LayoutError::OutOfFlash(RegionName::Bank(bank)));
+            }
+        }
+        Ok(Layout {
+            state,
+            banks: [bank_a, bank_b],
+            write_size,
+            erase_size,
+            base_address,
+        })
+    }
+
+    /// The state region.
+    pub fn state(&self) -> Region {
+        self.state
+    }
+
+    /// The region of `bank`.
+    pub fn bank(&self, bank: Bank) -> Region {
+        self.banks[bank.index()]
+    }
+
+    /// Size of each bank in bytes (both are equal).
+    pub fn bank_size(&self) -> u32 {
+        self.banks[0].size.0
+    }
+
+    /// CPU address of the first byte of `bank` (the image header; MCUboot's `ROM_FIXED` load address).
+    pub fn bank_address(&self, bank: Bank) -> u32 {
+        // Cannot overflow: checked in `new`.
+        self.base_address.wrapping_add(self.bank(bank).offset.0)
+    }
+
+    /// CPU address of flash offset 0.
+    pub fn base_address(&self) -> u32 {
+        self.base_address
+    }
+
+    /// Program granularity (bytes).
+    pub fn write_size(&self) -> u32 {
+        self.write_size
+    }
+
+    /// Erase granularity (bytes).
+    pub fn erase_size(&self) -> u32 {
+        self.erase_size
+    }
+
+    /// Number of erase sectors in the state region (≥ 2).
+    pub fn state_sectors(&self) -> u32 {
+        self.state.size.0 / self.erase_size
+    }
+
+    /// The bank whose region contains CPU address `address`, if any.
+    pub fn bank_at_address(&self, address: u32) -> Option<Bank> {
+        Bank::ALL.into_iter().find(|&b| {
+            let start = self.bank_address(b);
+            address >= start && address - start < self.bank_size()
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const K4: u32 = 4096;
+
+    fn layout(state: Region, a: Region, b: Region) -> Result<Layout, LayoutError> {
+        Layout::new(1 << 20, 4, K4, 0x0800_0000, state, a, b)
+    }
+
+    #[test]
+    fn accepts_a_sane_layout() {
+        let l = layout(
+            Region::new(0, 2 * K4),
+            Region::new(2 * K4, 16 * K4),
+            Region::new(18 * K4, 16 * K4),
+        )
+        .unwrap();
+        assert_eq!(l.bank_address(Bank::B), 0x0800_0000 + 18 * K4);
+        assert_eq!(l.bank_at_address(0x0800_0000 + 18 * K4 + 5), Some(Bank::B));
+        assert_eq!(l.bank_at_address(0x0800_0000), None);
+        assert_eq!(l.state_sectors(), 2);
+    }
+
+    #[test]
+    fn refuses_each_broken_layout() {
+        let s = Region::new(0, 2 * K4);
+        let a = Region::new(2 * K4, 16 * K4);
+        let b = Region::new(18 * K4, 16 * K4);
+        assert_eq!(
+            layout(s, a, Region::new(10 * K4, 16 * K4)),
+            Err(LayoutError::Overlap(
+                RegionName::Bank(Bank::A),
+                RegionName::Bank(Bank::B)
+            ))
+        );
+        assert_eq!(
+            layout(s, Region::new(2 * K4 + 1, 16 * K4), b),
+            Err(LayoutError::NotEraseAligned(RegionName::Bank(Bank::A)))
+        );
+        assert_eq!(
+            layout(Region::new(0, K4), Region::new(K4, 16 * K4), b),
+            Err(LayoutError::StateTooSmall { sectors: 1 })
+        );
+        assert_eq!(
+            layout(s, a, Region::new(18 * K4, 8 * K4)),
+            Err(LayoutError::UnequalBanks)
+        );
+        assert_eq!(
+            layout(s, a, Region::new(250 * K4, 16 * K4)),
+            Err(LayoutError::OutOfFlash(RegionName::Bank(Bank::B)))
+        );
+        assert_eq!(
+            Layout::new(1 << 20, 3, K4, 0, s, a, b),
+            Err(LayoutError::UnsupportedGeometry {
+                write_size: 3,
+                erase_size: K4
+            })
+        );
+        assert_eq!(
+            Layout::new(1 << 20, 64, K4, 0, s, a, b),
+            Err(LayoutError::UnsupportedGeometry {
+                write_size: 64,
+                erase_size: K4
+            })
+        );
+    }
+}

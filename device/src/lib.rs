@@ -1,0 +1,86 @@
+//! # twinbank — A/B firmware updates on NOR flash
+//!
+//! Two firmware banks: one runs, the other receives the next image. A verified new image becomes
+//! active through one atomic state record (the role swap), runs on trial, and rolls back on its own
+//! when its health check fails or it never confirms. Each image byte is written to flash once.
+//!
+//! ```text
+//!  | bootloader | state (ring of records) | bank A (image) | bank B (image) |
+//!
+//!   shim ── boot::decide ──► verify preferred bank ──► jump
+//!   app  ── update::Updater ─► begin → write chunks → finish ─► reboot ─► trial ─► confirm
+//! ```
+//!
+//! Modules, one per concept:
+//! - [`layout`]: the regions and their invariants;
+//! - [`image`]: MCUboot header/TLV format, streaming verification (and the encoder with `std`);
+//! - [`state`]: the boot state and its power-safe record storage;
+//! - [`boot`]: the boot decision the bootloader shim calls;
+//! - [`update`]: what the application calls (install, confirm, reject, rollback);
+//! - [`testing`] (`std`): the strict NOR flash used by the tests.
+//!
+//! `no_std`, no heap, generic over [`embedded_storage::nor_flash::NorFlash`]. Nothing read from
+//! flash can make it panic: every length is checked before use. Stack needs are listed in
+//! `docs/design.md` (dominated by Ed25519 verification, ≈ 7.5 KB on Cortex-M3).
+#![no_std]
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+#[cfg(any(test, feature = "std"))]
+extern crate std;
+
+#[cfg(feature = "std")]
+pub mod board;
+pub mod boot;
+pub mod flash;
+pub mod image;
+pub mod layout;
+pub mod state;
+#[cfg(feature = "std")]
+pub mod testing;
+pub mod update;
+
+pub use boot::{decide, BootDecision, BootError, BootReason, RollbackCause};
+pub use image::{DeviceIds, ImageError, TrustedKey, Uuid, Version};
+pub use layout::{Bank, Layout, LayoutError, Region};
+pub use state::{Attempts, BankState, BootState, ImageId};
+pub use update::{UpdateError, Updater};
+
+/// Everything the device knows about itself: where things are, whom it trusts, what it is.
+#[derive(Debug, Clone, Copy)]
+pub struct Config<'a> {
+    /// The flash layout.
+    pub layout: Layout,
+    /// Trusted signing keys (built into the bootloader). Empty: nothing boots (fail closed).
+    pub keys: &'a [TrustedKey],
+    /// The device's vendor/class ids; images must match the ids that are set.
+    pub ids: DeviceIds,
+    /// Trial boots a new image gets.
+    pub attempts: Attempts,
+}
+
+impl Config<'_> {
+    /// Verification parameters for `bank` with the given minimum security counter.
+    pub fn verify_params(&self, bank: Bank, min_security_counter: u32) -> image::VerifyParams<'_> {
+        image::VerifyParams {
+            offset: self.layout.bank(bank).offset.0,
+            capacity: self.layout.bank_size(),
+            bank_address: self.layout.bank_address(bank),
+            keys: self.keys,
+            ids: self.ids,
+            min_security_counter,
+        }
+    }
+}
+
+impl state::ImageId {
+    /// The identity of a verified image.
+    pub fn of(image: &image::VerifiedImage) -> state::ImageId {
+        state::ImageId {
+            version: image.header.version,
+            digest: image.digest,
+            security_counter: image.protected.security_counter,
+            size: image.total_len,
+        }
+    }
+}

@@ -1,0 +1,169 @@
+//! The boot state: what each bank holds, its status, which bank is preferred, and the minimum
+//! security counter. Stored as fixed-size records appended to a ring of erase sectors
+//! ([`store`]); the newest record with a valid CRC wins.
+//!
+//! Bank status transitions (every arrow is exactly one record write; see docs/design.md for
+//! the full ordered table):
+//!
+//! ```text
+//!            begin install                finish (verified)          confirm
+//!  Empty ───────────────────► Receiving ───────────────────► Pending(n) ─────────► Confirmed
+//!    ▲   (any non-running bank)    │                          │  │ boot: n>0 → n-1     │
+//!    │                             │ begin again (other img)   │  │ boot: n=0 or reject │
+//!    └──── begin install ◄─────────┴──── Rejected ◄───────────┘  └──► (preferred = other)
+//! ```
+
+use crate::image::Version;
+use crate::layout::Bank;
+use core::fmt;
+
+pub mod record;
+pub mod store;
+
+pub use record::{RECORD_SIZE, RECORD_MAGIC};
+pub use store::{StateError, StateStore};
+
+/// Boot attempts a new image gets before it is rolled back: 1..=7 (the brief's range; 3 by default).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Attempts(u8);
+
+impl Attempts {
+    /// The most attempts a trial can be given.
+    pub const MAX: u8 = 7;
+    /// The default: three boots to confirm.
+    pub const DEFAULT: Attempts = Attempts(3);
+
+    /// `n` attempts, if `1 <= n <= 7`.
+    pub const fn new(n: u8) -> Option<Attempts> {
+        if n >= 1 && n <= Self::MAX {
+            Some(Attempts(n))
+        } else {
+            None
+        }
+    }
+
+    /// The number of attempts.
+    pub const fn get(self) -> u8 {
+        self.0
+    }
+}
+
+impl Default for Attempts {
+    fn default() -> Self {
+        Attempts::DEFAULT
+    }
+}
+
+/// Which image a bank holds: enough to recognise it (digest) and to reason about it without
+/// reading the bank (version, counter, size).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ImageId {
+    /// Version from the image header.
+    pub version: Version,
+    /// SHA-256 of header ‖ payload ‖ protected TLVs (TLV 0x10).
+    pub digest: [u8; 32],
+    /// The image's security counter.
+    pub security_counter: u32,
+    /// Total image length in bytes, TLVs included.
+    pub size: u32,
+}
+
+/// What a bank holds and whether it may boot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BankState {
+    /// Nothing bootable (erased, or given up for an update).
+    Empty,
+    /// An update into this bank is in progress (not bootable); records which image, so an
+    /// interrupted upload of the same image can resume.
+    Receiving(ImageId),
+    /// A verified new image on trial; `attempts_left` boots remain before it is rolled back.
+    /// Invariant: a pending bank is the preferred bank.
+    Pending {
+        /// The image.
+        image: ImageId,
+        /// Trial boots still allowed (0 = the next boot rolls back).
+        attempts_left: u8,
+    },
+    /// An image that passed its health check.
+    Confirmed(ImageId),
+    /// An image that failed (health check, attempts exhausted, or verification at boot).
+    Rejected(ImageId),
+}
+
+impl BankState {
+    /// The image this bank holds or receives, if any.
+    pub fn image(&self) -> Option<&ImageId> {
+        match self {
+            BankState::Empty => None,
+            BankState::Receiving(i) | BankState::Confirmed(i) | BankState::Rejected(i) => Some(i),
+            BankState::Pending { image, .. } => Some(image),
+        }
+    }
+
+    /// A short name of the status.
+    pub fn status_name(&self) -> &'static str {
+        match self {
+            BankState::Empty => "empty",
+            BankState::Receiving(_) => "receiving",
+            BankState::Pending { .. } => "pending",
+            BankState::Confirmed(_) => "confirmed",
+            BankState::Rejected(_) => "rejected",
+        }
+    }
+}
+
+impl fmt::Display for BankState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BankState::Empty => f.write_str("empty"),
+            BankState::Receiving(i) => write!(f, "receiving {}", i.version),
+            BankState::Pending {
+                image,
+                attempts_left,
+            } => write!(f, "pending {} ({attempts_left} attempts left)", image.version),
+            BankState::Confirmed(i) => write!(f, "confirmed {}", i.version),
+            BankState::Rejected(i) => write!(f, "rejected {}", i.version),
+        }
+    }
+}
+
+/// The whole boot state (one record).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct BootState {
+    /// The bank the bootloader tries first.
+    pub preferred: Bank,
+    /// Images with a lower security counter are refused. Only raised by a confirm.
+    pub min_security_counter: u32,
+    /// Per bank, indexed by [`Bank::index`].
+    pub banks: [BankState; 2],
+}
+
+impl BootState {
+    /// The state of `bank`.
+    pub fn bank(&self, bank: Bank) -> &BankState {
+        &self.banks[bank.index()]
+    }
+
+    /// Mutable state of `bank`.
+    pub fn bank_mut(&mut self, bank: Bank) -> &mut BankState {
+        &mut self.banks[bank.index()]
+    }
+
+    /// The factory state: `image` confirmed in `bank`, preferred, the other bank empty (or holding
+    /// `second`, confirmed too). The minimum counter starts at the lowest counter among them, so
+    /// both factory images stay bootable.
+    pub fn factory(bank: Bank, image: ImageId, second: Option<ImageId>) -> BootState {
+        let mut banks = [BankState::Empty, BankState::Empty];
+        banks[bank.index()] = BankState::Confirmed(image);
+        if let Some(s) = second {
+            banks[bank.other().index()] = BankState::Confirmed(s);
+        }
+        BootState {
+            preferred: bank,
+            min_security_counter: second.map_or(image.security_counter, |s| {
+                s.security_counter.min(image.security_counter)
+            }),
+            banks,
+        }
+    }
+}

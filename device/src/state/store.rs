@@ -1,0 +1,180 @@
+//! Append-only storage of state records in a ring of erase sectors.
+//!
+//! ```text
+//! state region:  | sector 0              | sector 1              | ... (≥ 2 sectors)
+//!                | r1 r2 r3 ... r32      | r33 r34 ░░ ·· ·· ··   |   ░░ torn/garbage, ·· erased
+//!                                          ^ newest valid record   ^ next append (after last non-blank slot)
+//! ```
+//!
+//! Rules (each one prevents a way to lose the state on power loss):
+//! - A change appends one record to the next free slot of the sector holding the newest valid
+//!   record. A slot is only ever programmed when it reads fully erased, so every write unit is
+//!   programmed at most once between erases.
+//! - A torn write leaves a slot that is not blank and not valid: it is skipped, never rewritten.
+//! - When that sector is full, the next sector of the ring is erased (always, even if it looks
+//!   blank: an interrupted erase can leave weak bits) and the record goes to its first slot. The
+//!   sector erased is never the one holding the newest valid record, so the only valid copy is
+//!   never erased; until the new record is complete, the old one still wins.
+//! - Within the sector being appended to, slots fill in order, so a scan stops at the first blank
+//!   slot of each sector: no newer record can follow it (an interrupted erase leaves only records
+//!   older than the newest one elsewhere).
+//! - Each record is read back after writing; a mismatch is reported and the slot is left behind.
+
+use super::record::{decode, encode, RECORD_SIZE};
+use super::BootState;
+use crate::flash::{read_exact, ERASED};
+use crate::layout::Layout;
+use core::fmt;
+use embedded_storage::nor_flash::{NorFlash, NorFlashError, NorFlashErrorKind, ReadNorFlash};
+
+/// Why the state could not be read or written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StateError {
+    /// The flash driver failed.
+    Flash(NorFlashErrorKind),
+    /// A record read back differently from what was written (the slot is skipped from now on).
+    WriteVerifyFailed,
+    /// The sequence number reached its maximum (after 4 billion changes; not reachable in a
+    /// device's life, refused rather than wrapped).
+    SequenceExhausted,
+}
+
+impl fmt::Display for StateError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StateError::Flash(k) => write!(f, "state region: {}", crate::flash::describe(*k)),
+            StateError::WriteVerifyFailed => {
+                f.write_str("state record did not read back as written")
+            }
+            StateError::SequenceExhausted => f.write_str("state sequence number exhausted"),
+        }
+    }
+}
+
+/// Where the next record goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Cursor {
+    sector: u32,
+    /// Next slot in `sector`; `== slots_per_sector` when the sector is full.
+    slot: u32,
+}
+
+/// The state store: knows the newest record and where the next one goes. Build it with
+/// [`StateStore::open`], which scans the region once.
+#[derive(Debug, Clone)]
+pub struct StateStore {
+    region_offset: u32,
+    sectors: u32,
+    erase_size: u32,
+    /// `None` when no valid record exists (blank or never provisioned): the next write erases
+    /// sector 0 first.
+    cursor: Option<Cursor>,
+    seq: u32,
+    current: Option<BootState>,
+}
+
+impl StateStore {
+    /// Slots per erase sector.
+    fn slots(&self) -> u32 {
+        self.erase_size / RECORD_SIZE as u32
+    }
+
+    fn slot_offset(&self, sector: u32, slot: u32) -> u32 {
+        self.region_offset + sector * self.erase_size + slot * RECORD_SIZE as u32
+    }
+
+    /// Scans the state region and finds the newest valid record.
+    ///
+    /// Reads each slot once up to the first blank slot of each sector; stack: one record buffer.
+    pub fn open<F: ReadNorFlash>(flash: &mut F, layout: &Layout) -> Result<StateStore, StateError> {
+        let mut store = StateStore {
+            region_offset: layout.state().offset.0,
+            sectors: layout.state_sectors(),
+            erase_size: layout.erase_size(),
+            cursor: None,
+            seq: 0,
+            current: None,
+        };
+        let mut buf = [0u8; RECORD_SIZE];
+        for sector in 0..store.sectors {
+            let mut used = 0;
+            let mut newest_here = false;
+            for slot in 0..store.slots() {
+                read_exact(flash, store.slot_offset(sector, slot), &mut buf)
+                    .map_err(StateError::Flash)?;
+                if buf.iter().all(|&b| b == ERASED) {
+                    break;
+                }
+                used = slot + 1;
+                if let Some((state, seq)) = decode(&buf) {
+                    if store.current.is_none() || seq > store.seq {
+                        store.current = Some(state);
+                        store.seq = seq;
+                        newest_here = true;
+                    }
+                }
+            }
+            if newest_here {
+                store.cursor = Some(Cursor { sector, slot: used });
+            }
+        }
+        Ok(store)
+    }
+
+    /// The newest valid state, `None` when the region holds no valid record.
+    pub fn current(&self) -> Option<&BootState> {
+        self.current.as_ref()
+    }
+
+    /// Sequence number of the newest record (0 when there is none).
+    pub fn sequence(&self) -> u32 {
+        self.seq
+    }
+
+    /// Appends `state` as the new current state: one record write, preceded by one sector erase
+    /// when the current sector is full (or when there is no valid record yet).
+    ///
+    /// Power loss at any point leaves either the previous state or `state` as the newest valid
+    /// record. Writing a state equal to the current one is a no-op.
+    pub fn write<F: NorFlash>(&mut self, flash: &mut F, state: &BootState) -> Result<(), StateError> {
+        if self.current.as_ref() == Some(state) {
+            return Ok(());
+        }
+        let seq = match self.current {
+            Some(_) => self.seq.checked_add(1).ok_or(StateError::SequenceExhausted)?,
+            None => 1,
+        };
+        let target = match self.cursor {
+            Some(c) if c.slot < self.slots() => c,
+            Some(c) => self.erase_sector(flash, (c.sector + 1) % self.sectors)?,
+            None => self.erase_sector(flash, 0)?,
+        };
+        let record = encode(state, seq);
+        let offset = self.slot_offset(target.sector, target.slot);
+        // The slot is consumed whatever happens next: never program it twice.
+        self.cursor = Some(Cursor {
+            sector: target.sector,
+            slot: target.slot + 1,
+        });
+        flash
+            .write(offset, &record)
+            .map_err(|e| StateError::Flash(e.kind()))?;
+        let mut back = [0u8; RECORD_SIZE];
+        read_exact(flash, offset, &mut back).map_err(StateError::Flash)?;
+        if back != record {
+            return Err(StateError::WriteVerifyFailed);
+        }
+        self.current = Some(*state);
+        self.seq = seq;
+        Ok(())
+    }
+
+    fn erase_sector<F: NorFlash>(&mut self, flash: &mut F, sector: u32) -> Result<Cursor, StateError> {
+        let from = self.region_offset + sector * self.erase_size;
+        // On failure the cursor still says "current sector full", so the next write erases again.
+        flash
+            .erase(from, from + self.erase_size)
+            .map_err(|e| StateError::Flash(e.kind()))?;
+        Ok(Cursor { sector, slot: 0 })
+    }
+}

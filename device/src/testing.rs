@@ -1,0 +1,372 @@
+//! A strict NOR flash for tests (`std` only).
+//!
+//! It enforces what real NOR (with ECC) allows and nothing more:
+//! - reads, writes and erases must be aligned and in range;
+//! - erase works on whole sectors and sets bytes to 0xFF;
+//! - each write unit is programmed at most once between erases, whatever the data — a second
+//!   program of a unit is a violation even if it would only clear bits or write 0xFF;
+//! - programming only clears bits (a write is AND-ed into the cell contents).
+//!
+//! A violation panics by default (so a test cannot swallow it), or is returned as an error and
+//! recorded. It counts reads, writes, erases (per sector) and bytes programmed, and can cut power
+//! at flash operation N (operations = writes and erases) with one of the [`CutModel`]s; after the
+//! cut every operation fails until [`StrictFlash::power_on`].
+
+extern crate std;
+
+use embedded_storage::nor_flash::{
+    ErrorType, NorFlash, NorFlashError, NorFlashErrorKind, ReadNorFlash,
+};
+use std::vec;
+use std::vec::Vec;
+
+/// Errors of the strict flash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StrictError {
+    /// Misaligned access.
+    NotAligned,
+    /// Access beyond the end.
+    OutOfBounds,
+    /// A write unit programmed twice without an erase.
+    ProgramTwice {
+        /// Offset of the unit.
+        offset: u32,
+    },
+    /// Power was cut at this operation (or earlier and not restored).
+    PowerCut,
+}
+
+impl NorFlashError for StrictError {
+    fn kind(&self) -> NorFlashErrorKind {
+        match self {
+            StrictError::NotAligned => NorFlashErrorKind::NotAligned,
+            StrictError::OutOfBounds => NorFlashErrorKind::OutOfBounds,
+            _ => NorFlashErrorKind::Other,
+        }
+    }
+}
+
+/// What a power cut leaves of the operation it interrupts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CutModel {
+    /// The operation did not start (cut between operations).
+    Before,
+    /// A write: its first `units` write units are programmed, the rest not.
+    WritePrefix {
+        /// Whole units programmed.
+        units: usize,
+    },
+    /// A write: `units` whole units programmed, then a random subset of the 1→0 transitions of
+    /// the next unit (chosen by `seed`).
+    WriteBits {
+        /// Whole units programmed before the torn one.
+        units: usize,
+        /// Seed of the subset.
+        seed: u64,
+    },
+    /// An erase: each bit of the sector that is 0 becomes 1 or stays, at random (a partly erased
+    /// sector).
+    ErasePartial {
+        /// Seed.
+        seed: u64,
+    },
+    /// An erase: the sector holds random garbage.
+    EraseGarbage {
+        /// Seed.
+        seed: u64,
+    },
+}
+
+/// A small deterministic PRNG (SplitMix64), so cuts replay exactly from their seed.
+#[derive(Debug, Clone)]
+pub struct SplitMix64(pub u64);
+
+impl SplitMix64 {
+    /// Next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+}
+
+/// How violations are reported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnViolation {
+    /// Panic at once (default).
+    Panic,
+    /// Return an error and record it in [`StrictFlash::violations`].
+    Error,
+}
+
+/// Operation counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Read calls.
+    pub reads: u64,
+    /// Write calls.
+    pub writes: u64,
+    /// Sector erases.
+    pub erases: u64,
+    /// Bytes programmed.
+    pub bytes_written: u64,
+    /// Erases per sector.
+    pub erases_per_sector: Vec<u32>,
+}
+
+/// The strict flash; `W` = write size, `E` = erase size.
+#[derive(Debug, Clone)]
+pub struct StrictFlash<const W: usize, const E: usize> {
+    data: Vec<u8>,
+    programmed: Vec<bool>,
+    /// Counters since creation (or the last [`StrictFlash::reset_counters`]).
+    pub counters: Counters,
+    /// Violations recorded in [`OnViolation::Error`] mode.
+    pub violations: Vec<StrictError>,
+    on_violation: OnViolation,
+    ops: u64,
+    cut: Option<(u64, CutModel)>,
+    powered: bool,
+}
+
+impl<const W: usize, const E: usize> StrictFlash<W, E> {
+    /// An erased flash of `size` bytes (a multiple of `E`).
+    pub fn new(size: usize) -> Self {
+        assert!(size % E == 0 && E % W == 0, "bad strict flash geometry");
+        StrictFlash {
+            data: vec![0xFF; size],
+            programmed: vec![false; size / W],
+            counters: Counters {
+                erases_per_sector: vec![0; size / E],
+                ..Counters::default()
+            },
+            violations: Vec::new(),
+            on_violation: OnViolation::Panic,
+            ops: 0,
+            cut: None,
+            powered: true,
+        }
+    }
+
+    /// A flash holding `contents` (e.g. a factory image), every non-erased unit counted as
+    /// programmed.
+    pub fn from_bytes(contents: &[u8]) -> Self {
+        let mut f = Self::new(contents.len());
+        f.data.copy_from_slice(contents);
+        for (u, chunk) in f.data.chunks(W).enumerate() {
+            f.programmed[u] = chunk.iter().any(|&b| b != 0xFF);
+        }
+        f
+    }
+
+    /// Chooses how violations are reported.
+    pub fn set_on_violation(&mut self, mode: OnViolation) {
+        self.on_violation = mode;
+    }
+
+    /// The raw contents.
+    pub fn bytes(&self) -> &[u8] {
+        &self.data
+    }
+
+    /// Mutable raw contents, for tests that tamper with flash behind the driver's back.
+    pub fn bytes_mut(&mut self) -> &mut [u8] {
+        &mut self.data
+    }
+
+    /// Writes `bytes` at `offset` as a programmer would (marks units programmed; no checks).
+    pub fn load(&mut self, offset: usize, bytes: &[u8]) {
+        self.data[offset..offset + bytes.len()].copy_from_slice(bytes);
+        for u in offset / W..(offset + bytes.len()).div_ceil(W) {
+            self.programmed[u] = true;
+        }
+    }
+
+    /// Operations (writes + erases) performed so far.
+    pub fn ops(&self) -> u64 {
+        self.ops
+    }
+
+    /// Cuts power when operation number `op` (0-based, counted from now on) starts.
+    pub fn cut_at(&mut self, op: u64, model: CutModel) {
+        self.cut = Some((self.ops + op, model));
+    }
+
+    /// Removes a scheduled cut.
+    pub fn clear_cut(&mut self) {
+        self.cut = None;
+    }
+
+    /// True when power was cut and not restored.
+    pub fn is_cut(&self) -> bool {
+        !self.powered
+    }
+
+    /// Restores power (the device restarts with whatever the flash holds).
+    pub fn power_on(&mut self) {
+        self.powered = true;
+        self.cut = None;
+    }
+
+    /// Resets the counters.
+    pub fn reset_counters(&mut self) {
+        let sectors = self.data.len() / E;
+        self.counters = Counters {
+            erases_per_sector: vec![0; sectors],
+            ..Counters::default()
+        };
+    }
+
+    fn violation(&mut self, e: StrictError) -> StrictError {
+        match self.on_violation {
+            OnViolation::Panic => panic!("NOR flash violation: {e:?}"),
+            OnViolation::Error => {
+                self.violations.push(e);
+                e
+            }
+        }
+    }
+
+    /// Returns the cut model if this operation is the one to cut.
+    fn start_op(&mut self) -> Result<Option<CutModel>, StrictError> {
+        if !self.powered {
+            return Err(StrictError::PowerCut);
+        }
+        let this = self.ops;
+        self.ops += 1;
+        match self.cut {
+            Some((at, model)) if at == this => {
+                self.powered = false;
+                Ok(Some(model))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    fn check_range(&mut self, offset: u32, len: usize, align: usize) -> Result<usize, StrictError> {
+        let off = offset as usize;
+        if off % align != 0 || len % align != 0 {
+            return Err(self.violation(StrictError::NotAligned));
+        }
+        if off.checked_add(len).is_none_or(|e| e > self.data.len()) {
+            return Err(self.violation(StrictError::OutOfBounds));
+        }
+        Ok(off)
+    }
+}
+
+impl<const W: usize, const E: usize> ErrorType for StrictFlash<W, E> {
+    type Error = StrictError;
+}
+
+impl<const W: usize, const E: usize> ReadNorFlash for StrictFlash<W, E> {
+    const READ_SIZE: usize = 1;
+
+    fn read(&mut self, offset: u32, bytes: &mut [u8]) -> Result<(), Self::Error> {
+        let off = self.check_range(offset, bytes.len(), 1)?;
+        self.counters.reads += 1;
+        bytes.copy_from_slice(&self.data[off..off + bytes.len()]);
+        Ok(())
+    }
+
+    fn capacity(&self) -> usize {
+        self.data.len()
+    }
+}
+
+impl<const W: usize, const E: usize> NorFlash for StrictFlash<W, E> {
+    const WRITE_SIZE: usize = W;
+    const ERASE_SIZE: usize = E;
+
+    fn erase(&mut self, from: u32, to: u32) -> Result<(), Self::Error> {
+        if to < from {
+            return Err(self.violation(StrictError::OutOfBounds));
+        }
+        let off = self.check_range(from, (to - from) as usize, E)?;
+        let cut = self.start_op()?;
+        let end = to as usize;
+        match cut {
+            None => {
+                for sector in off / E..end / E {
+                    self.data[sector * E..(sector + 1) * E].fill(0xFF);
+                    self.programmed[sector * E / W..(sector + 1) * E / W].fill(false);
+                    self.counters.erases += 1;
+                    self.counters.erases_per_sector[sector] += 1;
+                }
+                Ok(())
+            }
+            Some(model) => {
+                let sector = &mut self.data[off..off + E];
+                match model {
+                    CutModel::ErasePartial { seed } => {
+                        let mut rng = SplitMix64(seed);
+                        for b in sector.iter_mut() {
+                            *b |= rng.next_u64() as u8;
+                        }
+                    }
+                    CutModel::EraseGarbage { seed } => {
+                        let mut rng = SplitMix64(seed);
+                        for b in sector.iter_mut() {
+                            *b = rng.next_u64() as u8;
+                        }
+                    }
+                    _ => {}
+                }
+                // Whatever the sector holds now, its units count as programmed: nothing may
+                // be written there before the next complete erase.
+                if !matches!(model, CutModel::Before) {
+                    for u in off / W..(off + E) / W {
+                        self.programmed[u] = self.data[u * W..(u + 1) * W].iter().any(|&b| b != 0xFF);
+                    }
+                }
+                Err(StrictError::PowerCut)
+            }
+        }
+    }
+
+    fn write(&mut self, offset: u32, bytes: &[u8]) -> Result<(), Self::Error> {
+        let off = self.check_range(offset, bytes.len(), W)?;
+        for u in off / W..(off + bytes.len()) / W {
+            if self.programmed[u] {
+                return Err(self.violation(StrictError::ProgramTwice {
+                    offset: (u * W) as u32,
+                }));
+            }
+        }
+        let cut = self.start_op()?;
+        let units = bytes.len() / W;
+        let (full, torn) = match cut {
+            None => (units, None),
+            Some(CutModel::WritePrefix { units: n }) => (n.min(units), None),
+            Some(CutModel::WriteBits { units: n, seed }) => (n.min(units), Some(seed)),
+            Some(_) => (0, None),
+        };
+        for u in 0..full {
+            let unit = off / W + u;
+            for i in 0..W {
+                self.data[unit * W + i] &= bytes[u * W + i];
+            }
+            self.programmed[unit] = true;
+        }
+        if let (Some(seed), true) = (torn, full < units) {
+            let unit = off / W + full;
+            let mut rng = SplitMix64(seed);
+            let mut changed = false;
+            for i in 0..W {
+                let clear = !bytes[full * W + i] & self.data[unit * W + i];
+                let applied = clear & rng.next_u64() as u8;
+                self.data[unit * W + i] &= !applied;
+                changed |= applied != 0;
+            }
+            self.programmed[unit] = changed;
+        }
+        if cut.is_some() {
+            return Err(StrictError::PowerCut);
+        }
+        self.counters.writes += 1;
+        self.counters.bytes_written += bytes.len() as u64;
+        Ok(())
+    }
+}

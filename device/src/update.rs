@@ -1,0 +1,561 @@
+//! The updater: what the running application calls to install the next image, confirm itself,
+//! reject itself, or switch back to the other bank.
+//!
+//! ```text
+//! begin(manifest) ── checks fit, bank binding, ids, counter; writes "target Receiving";
+//!                    erases the sectors the image needs            → next offset (0, or resume)
+//! write(offset, bytes) … any lengths; resends of identical bytes are no-ops  → next offset
+//! finish()        ── verifies the whole image from flash; writes "target Pending(N), preferred"
+//! (reset) ─► bootloader spends an attempt ─► app runs its health check ─► confirm() / reject()
+//! ```
+//!
+//! The target is always the bank that is *not running*, so an update never touches the code
+//! being executed. Uploads resume after a disconnect or a power cut: `begin` with the same
+//! manifest finds, from flash, how far the image got (it re-erases the last sector touched,
+//! whose last write may be torn, and asks for the bytes from that sector's start).
+//!
+//! RAM: the manifest (≈ 120 B) and one partial write unit (≤ 32 B). Stack: 64-byte compare buffer,
+//! plus image verification in `finish` (see [`crate::image`]).
+
+use crate::flash::{is_erased, read_exact, SliceFlash, ERASED};
+use crate::image::{
+    check_manifest, read_header, read_protected, tlv, verify_image, ImageError, ImageHeader,
+    ProtectedInfo, HEADER_SIZE,
+};
+use crate::layout::Bank;
+use crate::state::{BankState, BootState, ImageId, StateError, StateStore};
+use crate::Config;
+use core::fmt;
+use embedded_storage::nor_flash::{NorFlash, NorFlashError, NorFlashErrorKind, ReadNorFlash};
+
+/// What the updater needs to know before the first byte: the header, the protected TLVs, the
+/// total length and the digest. Built from a whole image ([`Manifest::read`]) or from parts sent by
+/// a host ([`Manifest::from_parts`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Manifest {
+    /// The 32 header bytes as they must appear at the start of the bank.
+    pub header_bytes: [u8; HEADER_SIZE],
+    /// Decoded header.
+    pub header: ImageHeader,
+    /// Decoded protected TLVs (counter, ids).
+    pub protected: ProtectedInfo,
+    /// Total image length, both TLV areas included.
+    pub total_len: u32,
+    /// The image's SHA-256 (TLV 0x10): the finished image must have exactly this digest.
+    pub digest: [u8; 32],
+}
+
+impl Manifest {
+    /// Reads the manifest of a complete image of `len` bytes from any readable source (a bank, a
+    /// file through a [`ReadNorFlash`] adapter, or memory through [`SliceFlash`]).
+    pub fn read<S: ReadNorFlash>(source: &mut S, len: u32) -> Result<Manifest, ImageError> {
+        let mut header_bytes = [0u8; HEADER_SIZE];
+        read_exact(source, 0, &mut header_bytes).map_err(ImageError::Flash)?;
+        let header = read_header(source, 0)?;
+        let hashed = header.hashed_len();
+        if hashed + tlv::TLV_HEADER_SIZE as u64 > len as u64 {
+            return Err(ImageError::Truncated);
+        }
+        let protected = read_protected(
+            source,
+            header.tlv_offset() as u32,
+            header.protect_tlv_size,
+            len,
+        )?;
+        let (mut it, total) = tlv::TlvIter::open(source, hashed as u32, len, tlv::TLV_INFO_MAGIC)?;
+        let mut digest = None;
+        while let Some(e) = it.next(source)? {
+            if e.kind == tlv::TLV_SHA256 {
+                let mut d = [0u8; 32];
+                e.read_value(source, &mut d)?;
+                digest = Some(d);
+            }
+        }
+        Ok(Manifest {
+            header_bytes,
+            header,
+            protected,
+            total_len: hashed as u32 + total,
+            digest: digest.ok_or(ImageError::MissingHash)?,
+        })
+    }
+
+    /// Builds a manifest from the header bytes, the protected TLV area (as in the image, info
+    /// header included; empty when the image has none), the total length and the digest.
+    pub fn from_parts(
+        header_bytes: [u8; HEADER_SIZE],
+        protected_tlvs: &[u8],
+        total_len: u32,
+        digest: [u8; 32],
+    ) -> Result<Manifest, ImageError> {
+        let header = ImageHeader::parse(&header_bytes)?;
+        if protected_tlvs.len() != header.protect_tlv_size as usize {
+            return Err(ImageError::BadTlvArea);
+        }
+        let protected = read_protected(
+            &mut SliceFlash(protected_tlvs),
+            0,
+            header.protect_tlv_size,
+            protected_tlvs.len() as u32,
+        )?;
+        if header.hashed_len() + tlv::TLV_HEADER_SIZE as u64 > total_len as u64 {
+            return Err(ImageError::Truncated);
+        }
+        Ok(Manifest {
+            header_bytes,
+            header,
+            protected,
+            total_len,
+            digest,
+        })
+    }
+
+    /// The identity the state records for this image.
+    pub fn image_id(&self) -> ImageId {
+        ImageId {
+            version: self.header.version,
+            digest: self.digest,
+            security_counter: self.protected.security_counter,
+            size: self.total_len,
+        }
+    }
+}
+
+/// Why an update operation was refused or failed. Refusals leave the state and the running bank
+/// untouched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpdateError {
+    /// The image (or its manifest) was refused.
+    Image(ImageError),
+    /// The boot state could not be read or written.
+    State(StateError),
+    /// A bank could not be read, written or erased.
+    Flash(NorFlashErrorKind),
+    /// The device has no boot state (not provisioned).
+    NotProvisioned,
+    /// The running image is on trial: confirm or reject it before installing another.
+    TrialInProgress,
+    /// A switch to the other bank is pending: reboot before installing.
+    SwitchPending,
+    /// `write`/`finish` without an upload in progress (call `begin`).
+    NoUpload,
+    /// The chunk starts past the next expected byte.
+    OutOfOrder {
+        /// The next offset the updater expects.
+        expected: u32,
+    },
+    /// The chunk extends past the image length from the manifest.
+    OutOfRange,
+    /// Bytes already received differ from the ones sent again at the same offset.
+    ContentMismatch {
+        /// First differing offset.
+        offset: u32,
+    },
+    /// `finish` before all bytes arrived.
+    Incomplete {
+        /// Bytes received.
+        received: u32,
+        /// Bytes expected.
+        total: u32,
+    },
+    /// The image in the bank verifies but is not the one announced.
+    DigestMismatch,
+    /// `confirm`/`reject` while the running image is not on trial.
+    NotPending,
+    /// The operation would leave no bootable image (the other bank holds no confirmed image
+    /// the device still accepts).
+    NoFallback,
+}
+
+impl fmt::Display for UpdateError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            UpdateError::Image(e) => write!(f, "image refused: {e}"),
+            UpdateError::State(e) => write!(f, "{e}"),
+            UpdateError::Flash(k) => write!(f, "bank: {}", crate::flash::describe(*k)),
+            UpdateError::NotProvisioned => f.write_str("device has no boot state (not provisioned)"),
+            UpdateError::TrialInProgress => {
+                f.write_str("running image is on trial: confirm or reject it first")
+            }
+            UpdateError::SwitchPending => f.write_str("a bank switch is pending: reboot first"),
+            UpdateError::NoUpload => f.write_str("no upload in progress"),
+            UpdateError::OutOfOrder { expected } => {
+                write!(f, "chunk out of order: next expected offset is {expected}")
+            }
+            UpdateError::OutOfRange => f.write_str("chunk extends past the end of the image"),
+            UpdateError::ContentMismatch { offset } => {
+                write!(f, "bytes at offset {offset} differ from those already received")
+            }
+            UpdateError::Incomplete { received, total } => {
+                write!(f, "upload incomplete: {received} of {total} bytes")
+            }
+            UpdateError::DigestMismatch => {
+                f.write_str("the written image is not the one announced (digest differs)")
+            }
+            UpdateError::NotPending => f.write_str("the running image is not on trial"),
+            UpdateError::NoFallback => {
+                f.write_str("refused: the other bank holds no confirmed image to fall back to")
+            }
+        }
+    }
+}
+
+impl From<StateError> for UpdateError {
+    fn from(e: StateError) -> Self {
+        UpdateError::State(e)
+    }
+}
+
+impl From<ImageError> for UpdateError {
+    fn from(e: ImageError) -> Self {
+        match e {
+            ImageError::Flash(k) => UpdateError::Flash(k),
+            e => UpdateError::Image(e),
+        }
+    }
+}
+
+/// An upload in progress.
+#[derive(Debug, Clone, Copy)]
+struct Upload {
+    bank: Bank,
+    manifest: Manifest,
+    /// Every byte below `next` was accepted: programmed, or held in `partial`.
+    next: u32,
+    /// Bytes `[next - partial_len, next)`: the start of a write unit not yet programmed.
+    partial: [u8; crate::layout::MAX_WRITE_SIZE as usize],
+    partial_len: usize,
+}
+
+/// The application's handle on updates. `running` is the bank the application executes from
+/// (the bootloader's decision); it is never written.
+#[derive(Debug)]
+pub struct Updater<'a, F> {
+    flash: F,
+    config: Config<'a>,
+    running: Bank,
+    store: StateStore,
+    upload: Option<Upload>,
+}
+
+impl<'a, F: NorFlash> Updater<'a, F> {
+    /// Opens the updater: scans the state region once.
+    pub fn new(mut flash: F, config: Config<'a>, running: Bank) -> Result<Self, UpdateError> {
+        let store = StateStore::open(&mut flash, &config.layout)?;
+        Ok(Updater {
+            flash,
+            config,
+            running,
+            store,
+            upload: None,
+        })
+    }
+
+    /// The current boot state (`None` on an unprovisioned device).
+    pub fn state(&self) -> Option<&BootState> {
+        self.store.current()
+    }
+
+    /// The bank the application runs from.
+    pub fn running(&self) -> Bank {
+        self.running
+    }
+
+    /// The flash, for callers that share it.
+    pub fn flash_mut(&mut self) -> &mut F {
+        &mut self.flash
+    }
+
+    /// Gives the flash back.
+    pub fn into_flash(self) -> F {
+        self.flash
+    }
+
+    /// The next offset the current upload expects, if one is in progress.
+    pub fn next_offset(&self) -> Option<u32> {
+        self.upload.map(|u| u.next)
+    }
+
+    fn current(&self) -> Result<BootState, UpdateError> {
+        self.store
+            .current()
+            .copied()
+            .ok_or(UpdateError::NotProvisioned)
+    }
+
+    fn flash_err<E: NorFlashError>(e: E) -> UpdateError {
+        UpdateError::Flash(e.kind())
+    }
+
+    /// Starts (or resumes) installing the image described by `manifest` into the bank that is
+    /// not running. Checks everything the manifest can tell before erasing anything; returns the
+    /// offset of the first byte to send (0 for a fresh upload).
+    pub fn begin(&mut self, manifest: &Manifest) -> Result<u32, UpdateError> {
+        self.upload = None;
+        let mut state = self.current()?;
+        if matches!(state.bank(self.running), BankState::Pending { .. }) {
+            return Err(UpdateError::TrialInProgress);
+        }
+        if state.preferred != self.running {
+            return Err(UpdateError::SwitchPending);
+        }
+        let target = self.running.other();
+        let params = self.config.verify_params(target, state.min_security_counter);
+        check_manifest(&manifest.header, &manifest.protected, &params)?;
+        if manifest.total_len > params.capacity {
+            return Err(ImageError::DoesNotFit {
+                needed: manifest.total_len,
+                capacity: params.capacity,
+            }
+            .into());
+        }
+        let id = manifest.image_id();
+        let base = params.offset;
+        let erase = self.config.layout.erase_size();
+        let mut next = 0;
+        if *state.bank(target) == BankState::Receiving(id) && self.header_in_bank(base, manifest)? {
+            next = self.resume_point(base, manifest.total_len)?;
+        } else {
+            // Give up whatever the target held, in one record, before touching the bank.
+            *state.bank_mut(target) = BankState::Receiving(id);
+            self.store.write(&mut self.flash, &state)?;
+            let sectors = manifest.total_len.div_ceil(erase);
+            for s in 0..sectors {
+                let from = base + s * erase;
+                self.flash
+                    .erase(from, from + erase)
+                    .map_err(Self::flash_err)?;
+            }
+        }
+        self.upload = Some(Upload {
+            bank: target,
+            manifest: *manifest,
+            next,
+            partial: [ERASED; crate::layout::MAX_WRITE_SIZE as usize],
+            partial_len: 0,
+        });
+        Ok(next)
+    }
+
+    fn header_in_bank(&mut self, base: u32, manifest: &Manifest) -> Result<bool, UpdateError> {
+        let mut b = [0u8; HEADER_SIZE];
+        read_exact(&mut self.flash, base, &mut b).map_err(UpdateError::Flash)?;
+        Ok(b == manifest.header_bytes)
+    }
+
+    /// Where an interrupted upload resumes: the start of the sector holding the last programmed
+    /// byte, after erasing that sector (its last write may be torn).
+    fn resume_point(&mut self, base: u32, total: u32) -> Result<u32, UpdateError> {
+        const BLOCK: u32 = 64;
+        let erase = self.config.layout.erase_size();
+        let mut end = total;
+        let mut last = None;
+        while end > 0 {
+            let start = end.saturating_sub(BLOCK);
+            if !is_erased(&mut self.flash, base + start, end - start).map_err(UpdateError::Flash)? {
+                let mut buf = [0u8; BLOCK as usize];
+                let n = (end - start) as usize;
+                read_exact(&mut self.flash, base + start, &mut buf[..n])
+                    .map_err(UpdateError::Flash)?;
+                let i = buf[..n].iter().rposition(|&b| b != ERASED).unwrap_or(0);
+                last = Some(start + i as u32);
+                break;
+            }
+            end = start;
+        }
+        let Some(last) = last else { return Ok(0) };
+        let sector_start = last - last % erase;
+        self.flash
+            .erase(base + sector_start, base + sector_start + erase)
+            .map_err(Self::flash_err)?;
+        Ok(sector_start)
+    }
+
+    /// Accepts `data` at image offset `offset`. Bytes already received must match; new bytes must
+    /// follow on (no gaps). Returns the next offset expected.
+    pub fn write(&mut self, offset: u32, data: &[u8]) -> Result<u32, UpdateError> {
+        let ws = self.config.layout.write_size() as usize;
+        let base = self.config.layout.bank(self.upload.ok_or(UpdateError::NoUpload)?.bank).offset.0;
+        let up = self.upload.as_mut().ok_or(UpdateError::NoUpload)?;
+        if offset > up.next {
+            return Err(UpdateError::OutOfOrder { expected: up.next });
+        }
+        let end = u32::try_from(data.len())
+            .ok()
+            .and_then(|n| offset.checked_add(n))
+            .ok_or(UpdateError::OutOfRange)?;
+        if end > up.manifest.total_len {
+            return Err(UpdateError::OutOfRange);
+        }
+        // 1. Bytes already accepted must be identical.
+        let flushed = up.next - up.partial_len as u32;
+        let overlap_end = end.min(up.next);
+        let mut pos = offset;
+        let mut buf = [0u8; 64];
+        while pos < overlap_end.min(flushed) {
+            let n = (overlap_end.min(flushed) - pos).min(buf.len() as u32) as usize;
+            read_exact(&mut self.flash, base + pos, &mut buf[..n]).map_err(UpdateError::Flash)?;
+            let sent = &data[(pos - offset) as usize..(pos - offset) as usize + n];
+            if let Some(i) = buf[..n].iter().zip(sent).position(|(a, b)| a != b) {
+                return Err(UpdateError::ContentMismatch { offset: pos + i as u32 });
+            }
+            pos += n as u32;
+        }
+        while pos < overlap_end {
+            let held = up.partial[(pos - flushed) as usize];
+            if held != data[(pos - offset) as usize] {
+                return Err(UpdateError::ContentMismatch { offset: pos });
+            }
+            pos += 1;
+        }
+        if end <= up.next {
+            return Ok(up.next);
+        }
+        // 2. New bytes: complete the partial unit, program whole units, keep the tail.
+        let mut new = &data[(up.next - offset) as usize..];
+        let result = (|| {
+            if up.partial_len > 0 {
+                let take = (ws - up.partial_len).min(new.len());
+                up.partial[up.partial_len..up.partial_len + take].copy_from_slice(&new[..take]);
+                up.partial_len += take;
+                up.next += take as u32;
+                new = &new[take..];
+                if up.partial_len < ws {
+                    return Ok(());
+                }
+                self.flash
+                    .write(base + up.next - ws as u32, &up.partial[..ws])
+                    .map_err(Self::flash_err)?;
+                up.partial_len = 0;
+            }
+            let whole = new.len() - new.len() % ws;
+            if whole > 0 {
+                self.flash
+                    .write(base + up.next, &new[..whole])
+                    .map_err(Self::flash_err)?;
+                up.next += whole as u32;
+            }
+            let tail = &new[whole..];
+            up.partial[..tail.len()].copy_from_slice(tail);
+            up.partial_len = tail.len();
+            up.next += tail.len() as u32;
+            Ok(())
+        })();
+        match result {
+            Ok(()) => Ok(up.next),
+            Err(e) => {
+                // A failed program leaves a unit in an unknown state: begin again (it resumes).
+                self.upload = None;
+                Err(e)
+            }
+        }
+    }
+
+    /// Completes the upload: programs the last partial unit (padded with 0xff), verifies the whole
+    /// image from flash, then activates it with one record: target pending with the configured
+    /// attempts, and preferred. The new image runs after the next reset.
+    pub fn finish(&mut self) -> Result<ImageId, UpdateError> {
+        let mut up = self.upload.ok_or(UpdateError::NoUpload)?;
+        let total = up.manifest.total_len;
+        if up.next < total {
+            return Err(UpdateError::Incomplete {
+                received: up.next,
+                total,
+            });
+        }
+        let ws = self.config.layout.write_size() as usize;
+        let base = self.config.layout.bank(up.bank).offset.0;
+        if up.partial_len > 0 {
+            up.partial[up.partial_len..ws].fill(ERASED);
+            let at = base + up.next - up.partial_len as u32;
+            self.upload = None;
+            self.flash
+                .write(at, &up.partial[..ws])
+                .map_err(Self::flash_err)?;
+            up.partial_len = 0;
+            self.upload = Some(up);
+        }
+        let mut state = self.current()?;
+        let params = self.config.verify_params(up.bank, state.min_security_counter);
+        let image = match verify_image(&mut self.flash, &params) {
+            Ok(img) => img,
+            Err(e) => {
+                self.upload = None;
+                return Err(e.into());
+            }
+        };
+        if image.digest != up.manifest.digest {
+            self.upload = None;
+            return Err(UpdateError::DigestMismatch);
+        }
+        let id = ImageId::of(&image);
+        *state.bank_mut(up.bank) = BankState::Pending {
+            image: id,
+            attempts_left: self.config.attempts.get(),
+        };
+        state.preferred = up.bank;
+        self.store.write(&mut self.flash, &state)?;
+        self.upload = None;
+        Ok(id)
+    }
+
+    /// After the health check passed: the running trial image becomes confirmed and the minimum
+    /// security counter rises to its counter. Confirming a confirmed image is a no-op.
+    pub fn confirm(&mut self) -> Result<(), UpdateError> {
+        let mut state = self.current()?;
+        match *state.bank(self.running) {
+            BankState::Confirmed(_) if state.preferred == self.running => Ok(()),
+            BankState::Pending { image, .. } if state.preferred == self.running => {
+                *state.bank_mut(self.running) = BankState::Confirmed(image);
+                state.min_security_counter = state.min_security_counter.max(image.security_counter);
+                self.store.write(&mut self.flash, &state)?;
+                Ok(())
+            }
+            _ => Err(UpdateError::NotPending),
+        }
+    }
+
+    /// After the health check failed: the running trial image is rejected and the other bank
+    /// preferred; the next reset rolls back. Refused when the other bank has nothing to boot.
+    pub fn reject(&mut self) -> Result<(), UpdateError> {
+        let mut state = self.current()?;
+        let BankState::Pending { image, .. } = *state.bank(self.running) else {
+            return Err(UpdateError::NotPending);
+        };
+        self.check_fallback(&state)?;
+        *state.bank_mut(self.running) = BankState::Rejected(image);
+        state.preferred = self.running.other();
+        self.store.write(&mut self.flash, &state)?;
+        Ok(())
+    }
+
+    /// Operator rollback: prefer the other bank, which must hold a confirmed image that still
+    /// verifies with the current minimum counter. A running trial image is rejected on the way
+    /// (a pending bank must be the preferred one). Takes effect at the next reset. Returns the
+    /// image switched to.
+    pub fn rollback(&mut self) -> Result<ImageId, UpdateError> {
+        let mut state = self.current()?;
+        let other = self.running.other();
+        let target = self.check_fallback(&state)?;
+        if let BankState::Pending { image, .. } = *state.bank(self.running) {
+            *state.bank_mut(self.running) = BankState::Rejected(image);
+        }
+        state.preferred = other;
+        self.store.write(&mut self.flash, &state)?;
+        Ok(target)
+    }
+
+    /// The other bank's confirmed image, verified, or `NoFallback` / the verification error.
+    fn check_fallback(&mut self, state: &BootState) -> Result<ImageId, UpdateError> {
+        let other = self.running.other();
+        let BankState::Confirmed(id) = *state.bank(other) else {
+            return Err(UpdateError::NoFallback);
+        };
+        let params = self.config.verify_params(other, state.min_security_counter);
+        let image = verify_image(&mut self.flash, &params)?;
+        if image.digest != id.digest {
+            return Err(UpdateError::NoFallback);
+        }
+        Ok(id)
+    }
+}

@@ -10,7 +10,7 @@
 //! | Pending, n > 0 left  | yes            | P Pending n-1 (the attempt is spent)   | boot P (trial)    |
 //! | Pending, n > 0 left  | no             | P Rejected, preferred = other          | try the other     |
 //! | Pending, 0 left      | —              | P Rejected, preferred = other          | try the other     |
-//! | Empty/Receiving/Rejected | —          | preferred = other, if other is bootable | try the other    |
+//! | Empty/Rejected       | —              | preferred = other, if other is bootable | try the other    |
 //! | no valid record      | —              | adopt: verified banks Confirmed, A preferred | as above    |
 //!
 //! "Verifies" means the full check of [`crate::image::verify_image`] with the current minimum
@@ -125,7 +125,7 @@ pub enum BootError {
 /// Why one bank cannot boot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Unbootable {
-    /// The state says the bank is empty or being written.
+    /// The state says the bank is empty (or being written).
     Empty,
     /// The state says the bank's image was rejected.
     Rejected,
@@ -170,7 +170,10 @@ fn check_bank<F: NorFlash>(
     bank: Bank,
     expected: &ImageId,
 ) -> Result<Result<VerifiedImage, RollbackCause>, BootError> {
-    match verify_image(flash, &config.verify_params(bank, state.min_security_counter)) {
+    match verify_image(
+        flash,
+        &config.verify_params(bank, state.min_security_counter),
+    ) {
         Ok(img) if img.digest == expected.digest => Ok(Ok(img)),
         Ok(_) => Ok(Err(RollbackCause::ImageReplaced)),
         Err(ImageError::Flash(k)) => Err(BootError::Flash(k)),
@@ -247,12 +250,18 @@ pub fn decide<F: NorFlash>(flash: &mut F, config: &Config<'_>) -> Result<BootDec
                         attempts_left: left,
                     };
                     store.write(flash, &state)?;
-                    return Ok(decision(bank, &img, BootReason::Trial { attempts_left: left }));
+                    return Ok(decision(
+                        bank,
+                        &img,
+                        BootReason::Trial {
+                            attempts_left: left,
+                        },
+                    ));
                 }
                 Err(cause) => cause,
             },
             BankState::Pending { .. } => RollbackCause::AttemptsExhausted,
-            BankState::Empty | BankState::Receiving(_) | BankState::Rejected(_) => {
+            BankState::Empty | BankState::Rejected(_) => {
                 verdict[bank.index()] = match current {
                     BankState::Rejected(_) => Unbootable::Rejected,
                     _ => Unbootable::Empty,
@@ -313,7 +322,10 @@ fn decision(bank: Bank, img: &VerifiedImage, reason: BootReason) -> BootDecision
     BootDecision {
         bank,
         // load_addr is the bank address (verification requires ROM_FIXED at this bank).
-        vector_table: img.header.load_addr.wrapping_add(img.header.hdr_size as u32),
+        vector_table: img
+            .header
+            .load_addr
+            .wrapping_add(img.header.hdr_size as u32),
         version: img.header.version,
         reason,
     }

@@ -59,9 +59,9 @@ pub struct Config<'a> {
     pub attempts: Attempts,
 }
 
-impl Config<'_> {
+impl<'a> Config<'a> {
     /// Verification parameters for `bank` with the given minimum security counter.
-    pub fn verify_params(&self, bank: Bank, min_security_counter: u32) -> image::VerifyParams<'_> {
+    pub fn verify_params(&self, bank: Bank, min_security_counter: u32) -> image::VerifyParams<'a> {
         image::VerifyParams {
             offset: self.layout.bank(bank).offset.0,
             capacity: self.layout.bank_size(),

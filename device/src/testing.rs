@@ -191,7 +191,7 @@ impl<const W: usize, const E: usize> StrictFlash<W, E> {
 
     /// Cuts power when operation number `op` (0-based, counted from now on) starts.
     pub fn cut_at(&mut self, op: u64, model: CutModel) {
-        self.cut = Some((self.ops + op, model));
+        self.cut = Some((self.ops.saturating_add(op), model));
     }
 
     /// Removes a scheduled cut.
@@ -318,7 +318,8 @@ impl<const W: usize, const E: usize> NorFlash for StrictFlash<W, E> {
                 // be written there before the next complete erase.
                 if !matches!(model, CutModel::Before) {
                     for u in off / W..(off + E) / W {
-                        self.programmed[u] = self.data[u * W..(u + 1) * W].iter().any(|&b| b != 0xFF);
+                        self.programmed[u] =
+                            self.data[u * W..(u + 1) * W].iter().any(|&b| b != 0xFF);
                     }
                 }
                 Err(StrictError::PowerCut)

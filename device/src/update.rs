@@ -2,17 +2,24 @@
 //! reject itself, or switch back to the other bank.
 //!
 //! ```text
-//! begin(manifest) ── checks fit, bank binding, ids, counter; writes "target Receiving";
-//!                    erases the sectors the image needs            → next offset (0, or resume)
+//! begin(manifest) ── checks fit, bank binding, ids, counter; if the target holds the confirmed
+//!                    fallback, writes "target Empty" first; erases the sectors the image needs
+//!                                                                   → next offset (0, or resume)
 //! write(offset, bytes) … any lengths; resends of identical bytes are no-ops  → next offset
 //! finish()        ── verifies the whole image from flash; writes "target Pending(N), preferred"
 //! (reset) ─► bootloader spends an attempt ─► app runs its health check ─► confirm() / reject()
 //! ```
 //!
 //! The target is always the bank that is *not running*, so an update never touches the code
-//! being executed. Uploads resume after a disconnect or a power cut: `begin` with the same
-//! manifest finds, from flash, how far the image got (it re-erases the last sector touched,
-//! whose last write may be torn, and asks for the bytes from that sector's start).
+//! being executed. A refused image leaves the boot state untouched unless the target held the
+//! fallback (giving it up is the one record an install writes before the activation record).
+//!
+//! Uploads resume after a disconnect or a power cut: `begin` with the same manifest, while the
+//! target is not bootable and starts with the same header, finds from flash how far the image got
+//! (it re-erases the last sector touched, whose last write may be torn, and asks for the bytes
+//! from that sector's start). Should the resumed bytes belong to another image with an identical
+//! header, `finish` fails verification and erases the target's first sector, so the next `begin`
+//! starts afresh.
 //!
 //! RAM: the manifest (≈ 120 B) and one partial write unit (≤ 32 B). Stack: 64-byte compare buffer,
 //! plus image verification in `finish` (see [`crate::image`]).
@@ -173,7 +180,9 @@ impl fmt::Display for UpdateError {
             UpdateError::Image(e) => write!(f, "image refused: {e}"),
             UpdateError::State(e) => write!(f, "{e}"),
             UpdateError::Flash(k) => write!(f, "bank: {}", crate::flash::describe(*k)),
-            UpdateError::NotProvisioned => f.write_str("device has no boot state (not provisioned)"),
+            UpdateError::NotProvisioned => {
+                f.write_str("device has no boot state (not provisioned)")
+            }
             UpdateError::TrialInProgress => {
                 f.write_str("running image is on trial: confirm or reject it first")
             }
@@ -184,7 +193,10 @@ impl fmt::Display for UpdateError {
             }
             UpdateError::OutOfRange => f.write_str("chunk extends past the end of the image"),
             UpdateError::ContentMismatch { offset } => {
-                write!(f, "bytes at offset {offset} differ from those already received")
+                write!(
+                    f,
+                    "bytes at offset {offset} differ from those already received"
+                )
             }
             UpdateError::Incomplete { received, total } => {
                 write!(f, "upload incomplete: {received} of {total} bytes")
@@ -300,7 +312,9 @@ impl<'a, F: NorFlash> Updater<'a, F> {
             return Err(UpdateError::SwitchPending);
         }
         let target = self.running.other();
-        let params = self.config.verify_params(target, state.min_security_counter);
+        let params = self
+            .config
+            .verify_params(target, state.min_security_counter);
         check_manifest(&manifest.header, &manifest.protected, &params)?;
         if manifest.total_len > params.capacity {
             return Err(ImageError::DoesNotFit {
@@ -309,16 +323,19 @@ impl<'a, F: NorFlash> Updater<'a, F> {
             }
             .into());
         }
-        let id = manifest.image_id();
         let base = params.offset;
         let erase = self.config.layout.erase_size();
         let mut next = 0;
-        if *state.bank(target) == BankState::Receiving(id) && self.header_in_bank(base, manifest)? {
+        let target_state = *state.bank(target);
+        let resumable = matches!(target_state, BankState::Empty | BankState::Rejected(_));
+        if resumable && self.header_in_bank(base, manifest)? {
             next = self.resume_point(base, manifest.total_len)?;
         } else {
-            // Give up whatever the target held, in one record, before touching the bank.
-            *state.bank_mut(target) = BankState::Receiving(id);
-            self.store.write(&mut self.flash, &state)?;
+            if let BankState::Confirmed(_) | BankState::Pending { .. } = target_state {
+                // Give up the fallback, in one record, before touching its bank.
+                *state.bank_mut(target) = BankState::Empty;
+                self.store.write(&mut self.flash, &state)?;
+            }
             let sectors = manifest.total_len.div_ceil(erase);
             for s in 0..sectors {
                 let from = base + s * erase;
@@ -375,7 +392,12 @@ impl<'a, F: NorFlash> Updater<'a, F> {
     /// follow on (no gaps). Returns the next offset expected.
     pub fn write(&mut self, offset: u32, data: &[u8]) -> Result<u32, UpdateError> {
         let ws = self.config.layout.write_size() as usize;
-        let base = self.config.layout.bank(self.upload.ok_or(UpdateError::NoUpload)?.bank).offset.0;
+        let base = self
+            .config
+            .layout
+            .bank(self.upload.ok_or(UpdateError::NoUpload)?.bank)
+            .offset
+            .0;
         let up = self.upload.as_mut().ok_or(UpdateError::NoUpload)?;
         if offset > up.next {
             return Err(UpdateError::OutOfOrder { expected: up.next });
@@ -397,7 +419,9 @@ impl<'a, F: NorFlash> Updater<'a, F> {
             read_exact(&mut self.flash, base + pos, &mut buf[..n]).map_err(UpdateError::Flash)?;
             let sent = &data[(pos - offset) as usize..(pos - offset) as usize + n];
             if let Some(i) = buf[..n].iter().zip(sent).position(|(a, b)| a != b) {
-                return Err(UpdateError::ContentMismatch { offset: pos + i as u32 });
+                return Err(UpdateError::ContentMismatch {
+                    offset: pos + i as u32,
+                });
             }
             pos += n as u32;
         }
@@ -476,18 +500,25 @@ impl<'a, F: NorFlash> Updater<'a, F> {
             self.upload = Some(up);
         }
         let mut state = self.current()?;
-        let params = self.config.verify_params(up.bank, state.min_security_counter);
-        let image = match verify_image(&mut self.flash, &params) {
+        let params = self
+            .config
+            .verify_params(up.bank, state.min_security_counter);
+        let verdict = match verify_image(&mut self.flash, &params) {
+            Ok(img) if img.digest == up.manifest.digest => Ok(img),
+            Ok(_) => Err(UpdateError::DigestMismatch),
+            Err(e) => Err(e.into()),
+        };
+        let image = match verdict {
             Ok(img) => img,
             Err(e) => {
                 self.upload = None;
-                return Err(e.into());
+                // Make the next `begin` start afresh instead of resuming over bad bytes. Best
+                // effort: the bank is not bootable either way.
+                let erase = self.config.layout.erase_size();
+                let _ = self.flash.erase(base, base + erase);
+                return Err(e);
             }
         };
-        if image.digest != up.manifest.digest {
-            self.upload = None;
-            return Err(UpdateError::DigestMismatch);
-        }
         let id = ImageId::of(&image);
         *state.bank_mut(up.bank) = BankState::Pending {
             image: id,

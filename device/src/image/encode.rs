@@ -81,8 +81,8 @@ impl ImageBuilder {
         if (self.header_size as usize) < HEADER_SIZE {
             return Err(EncodeError::HeaderTooSmall(self.header_size));
         }
-        let img_size =
-            u32::try_from(payload.len()).map_err(|_| EncodeError::PayloadTooLarge(payload.len()))?;
+        let img_size = u32::try_from(payload.len())
+            .map_err(|_| EncodeError::PayloadTooLarge(payload.len()))?;
         let mut prot = Vec::new();
         if let Some(c) = self.security_counter {
             push_tlv(&mut prot, TLV_SEC_CNT, &c.to_le_bytes());

@@ -28,7 +28,19 @@ pub const FLAG_NON_BOOTABLE: u32 = 0x0000_0010;
 pub const FLAGS_ENCRYPTED: u32 = 0x0000_0004 | 0x0000_0008 | 0x0000_0400;
 
 /// An image version, `major.minor.revision+build`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
+)]
 pub struct Version {
     /// Major version.
     pub major: u8,

@@ -136,6 +136,9 @@ pub enum ImageError {
     NoTrustedKeys,
     /// No Ed25519 signature TLV.
     MissingSignature,
+    /// An `imgtool --pure` image (Ed25519 over the whole image): not supported, sign without
+    /// `--pure`.
+    PureSignature,
     /// Signed, but by a key the device does not trust.
     UntrustedKey,
     /// The signature does not verify with the trusted key it names.
@@ -155,9 +158,7 @@ impl fmt::Display for ImageError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
             ImageError::Flash(k) => f.write_str(crate::flash::describe(k)),
-            ImageError::BadMagic(m) if m == u32::MAX => {
-                f.write_str("no image (bank is erased)")
-            }
+            ImageError::BadMagic(m) if m == u32::MAX => f.write_str("no image (bank is erased)"),
             ImageError::BadMagic(m) => {
                 write!(f, "not an MCUboot image (header magic {m:#010x})")
             }
@@ -183,9 +184,15 @@ impl fmt::Display for ImageError {
                 f,
                 "image is linked for {linked_for:#010x} but the bank is at {bank_address:#010x}"
             ),
-            ImageError::MissingVendorId => f.write_str("image has no vendor id; this device requires one"),
-            ImageError::VendorIdMismatch => f.write_str("image is for another vendor (vendor id differs)"),
-            ImageError::MissingClassId => f.write_str("image has no class id; this device requires one"),
+            ImageError::MissingVendorId => {
+                f.write_str("image has no vendor id; this device requires one")
+            }
+            ImageError::VendorIdMismatch => {
+                f.write_str("image is for another vendor (vendor id differs)")
+            }
+            ImageError::MissingClassId => {
+                f.write_str("image has no class id; this device requires one")
+            }
             ImageError::ClassIdMismatch => {
                 f.write_str("image is for other hardware (class id differs)")
             }
@@ -201,6 +208,9 @@ impl fmt::Display for ImageError {
                 f.write_str("no trusted key configured: refusing every image")
             }
             ImageError::MissingSignature => f.write_str("image is not signed"),
+            ImageError::PureSignature => {
+                f.write_str("pure Ed25519 images (imgtool --pure) are not supported")
+            }
             ImageError::UntrustedKey => f.write_str("image is signed by an untrusted key"),
             ImageError::BadSignature => f.write_str("signature is invalid"),
         }

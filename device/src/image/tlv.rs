@@ -23,6 +23,8 @@ pub const TLV_PUBKEY: u16 = 0x02;
 pub const TLV_SHA256: u16 = 0x10;
 /// Ed25519 signature of the SHA-256 digest.
 pub const TLV_ED25519: u16 = 0x24;
+/// Marks an `imgtool --pure` image (signature over the whole image, not the digest).
+pub const TLV_SIG_PURE: u16 = 0x25;
 /// Security counter (u32 LE), protected.
 pub const TLV_SEC_CNT: u16 = 0x50;
 /// Vendor UUID (16 bytes), protected. MCUboot's `IMAGE_TLV_UUID_VID` is 0x74 (what `imgtool
@@ -45,7 +47,11 @@ pub struct TlvEntry {
 impl TlvEntry {
     /// Reads the value into `out`, which must have exactly `len` bytes; a different length means
     /// the TLV is malformed for its type.
-    pub fn read_value<F: ReadNorFlash>(&self, flash: &mut F, out: &mut [u8]) -> Result<(), ImageError> {
+    pub fn read_value<F: ReadNorFlash>(
+        &self,
+        flash: &mut F,
+        out: &mut [u8],
+    ) -> Result<(), ImageError> {
         if out.len() != self.len as usize {
             return Err(ImageError::MalformedTlv(self.kind));
         }
@@ -69,7 +75,10 @@ impl TlvIter {
         limit: u32,
         magic: u16,
     ) -> Result<(TlvIter, u32), ImageError> {
-        if offset.checked_add(TLV_HEADER_SIZE).is_none_or(|e| e > limit) {
+        if offset
+            .checked_add(TLV_HEADER_SIZE)
+            .is_none_or(|e| e > limit)
+        {
             return Err(ImageError::Truncated);
         }
         let mut info = [0u8; 4];
@@ -101,6 +110,10 @@ impl TlvIter {
         }
         let mut h = [0u8; 4];
         read_exact(flash, self.pos, &mut h).map_err(ImageError::Flash)?;
+        if h == [crate::flash::ERASED; 4] {
+            // Erased where an entry should be: the image was cut short.
+            return Err(ImageError::Truncated);
+        }
         let kind = u16::from_le_bytes([h[0], h[1]]);
         let len = u16::from_le_bytes([h[2], h[3]]);
         let value_offset = self.pos + TLV_HEADER_SIZE;

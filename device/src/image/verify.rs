@@ -215,6 +215,12 @@ pub fn verify_image<F: ReadNorFlash>(
                 }
                 hash_seen = true;
             }
+            TLV_SIG_PURE => return Err(ImageError::PureSignature),
+            TLV_KEYHASH if e.len != 32 => {
+                // A hash we do not compute (SHA-384/512): names a key we cannot match.
+                key_named = true;
+                named_key = None;
+            }
             TLV_KEYHASH => {
                 let mut v = [0u8; 32];
                 e.read_value(flash, &mut v)?;
@@ -268,7 +274,11 @@ pub fn verify_image<F: ReadNorFlash>(
 }
 
 /// SHA-256 of `len` bytes of flash from `offset`, read in [`HASH_CHUNK`] steps.
-pub fn hash_range<F: ReadNorFlash>(flash: &mut F, offset: u32, len: u32) -> Result<[u8; 32], ImageError> {
+pub fn hash_range<F: ReadNorFlash>(
+    flash: &mut F,
+    offset: u32,
+    len: u32,
+) -> Result<[u8; 32], ImageError> {
     let mut hasher = Sha256::new();
     let mut buf = [0u8; HASH_CHUNK];
     let mut pos = 0u32;

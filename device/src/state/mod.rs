@@ -6,11 +6,13 @@
 //! the full ordered table):
 //!
 //! ```text
-//!            begin install                finish (verified)          confirm
-//!  Empty ───────────────────► Receiving ───────────────────► Pending(n) ─────────► Confirmed
-//!    ▲   (any non-running bank)    │                          │  │ boot: n>0 → n-1     │
-//!    │                             │ begin again (other img)   │  │ boot: n=0 or reject │
-//!    └──── begin install ◄─────────┴──── Rejected ◄───────────┘  └──► (preferred = other)
+//!              finish (verified, preferred = it)        confirm (min counter raised)
+//!   Empty ─────────────────────────────────► Pending(n) ─────────────────────► Confirmed
+//!     ▲  ▲                                    │    │ boot: n>0 → Pending(n-1)      │
+//!     │  │ begin install over a rejected bank │    │                               │
+//!     │  └────────────── Rejected ◄───────────┘    │ boot with n=0, reject, or     │
+//!     │                                   (preferred = other)  verify failure     │
+//!     └──────────── begin install over the fallback (gives it up first) ──────────┘
 //! ```
 
 use crate::image::Version;
@@ -20,7 +22,7 @@ use core::fmt;
 pub mod record;
 pub mod store;
 
-pub use record::{RECORD_SIZE, RECORD_MAGIC};
+pub use record::{RECORD_MAGIC, RECORD_SIZE};
 pub use store::{StateError, StateStore};
 
 /// Boot attempts a new image gets before it is rolled back: 1..=7 (the brief's range; 3 by default).
@@ -71,11 +73,8 @@ pub struct ImageId {
 /// What a bank holds and whether it may boot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum BankState {
-    /// Nothing bootable (erased, or given up for an update).
+    /// Nothing bootable: erased, being written by an update, or a fallback given up for one.
     Empty,
-    /// An update into this bank is in progress (not bootable); records which image, so an
-    /// interrupted upload of the same image can resume.
-    Receiving(ImageId),
     /// A verified new image on trial; `attempts_left` boots remain before it is rolled back.
     /// Invariant: a pending bank is the preferred bank.
     Pending {
@@ -95,7 +94,7 @@ impl BankState {
     pub fn image(&self) -> Option<&ImageId> {
         match self {
             BankState::Empty => None,
-            BankState::Receiving(i) | BankState::Confirmed(i) | BankState::Rejected(i) => Some(i),
+            BankState::Confirmed(i) | BankState::Rejected(i) => Some(i),
             BankState::Pending { image, .. } => Some(image),
         }
     }
@@ -104,7 +103,6 @@ impl BankState {
     pub fn status_name(&self) -> &'static str {
         match self {
             BankState::Empty => "empty",
-            BankState::Receiving(_) => "receiving",
             BankState::Pending { .. } => "pending",
             BankState::Confirmed(_) => "confirmed",
             BankState::Rejected(_) => "rejected",
@@ -116,11 +114,14 @@ impl fmt::Display for BankState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             BankState::Empty => f.write_str("empty"),
-            BankState::Receiving(i) => write!(f, "receiving {}", i.version),
             BankState::Pending {
                 image,
                 attempts_left,
-            } => write!(f, "pending {} ({attempts_left} attempts left)", image.version),
+            } => write!(
+                f,
+                "pending {} ({attempts_left} attempts left)",
+                image.version
+            ),
             BankState::Confirmed(i) => write!(f, "confirmed {}", i.version),
             BankState::Rejected(i) => write!(f, "rejected {}", i.version),
         }

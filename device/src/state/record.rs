@@ -13,7 +13,7 @@
 //! 124    4   CRC-32/ISCSI of bytes 0..124
 //!
 //! bank entry (52 bytes):
-//!   0    1   status: 0 empty, 1 receiving, 2 pending, 3 confirmed, 4 rejected
+//!   0    1   status: 0 empty, 2 pending, 3 confirmed, 4 rejected (1 is reserved)
 //!   1    1   attempts left (pending only, ≤ 7)
 //!   2    2   reserved (0)
 //!   4    4   image security counter
@@ -43,7 +43,6 @@ const BANK_OFFSETS: [usize; 2] = [16, 16 + BANK_ENTRY_SIZE];
 const CRC32: Crc<u32> = Crc::<u32>::new(&CRC_32_ISCSI);
 
 const STATUS_EMPTY: u8 = 0;
-const STATUS_RECEIVING: u8 = 1;
 const STATUS_PENDING: u8 = 2;
 const STATUS_CONFIRMED: u8 = 3;
 const STATUS_REJECTED: u8 = 4;
@@ -60,7 +59,6 @@ pub fn encode(state: &BootState, seq: u32) -> [u8; RECORD_SIZE] {
         let e = &mut b[o..o + BANK_ENTRY_SIZE];
         let (status, attempts, image) = match state.bank(bank) {
             BankState::Empty => (STATUS_EMPTY, 0, None),
-            BankState::Receiving(i) => (STATUS_RECEIVING, 0, Some(i)),
             BankState::Pending {
                 image,
                 attempts_left,
@@ -114,7 +112,6 @@ pub fn decode(b: &[u8; RECORD_SIZE]) -> Option<(BootState, u32)> {
         };
         banks[bank.index()] = match (e[0], e[1]) {
             (STATUS_EMPTY, _) => BankState::Empty,
-            (STATUS_RECEIVING, _) => BankState::Receiving(image),
             (STATUS_PENDING, n) if n <= Attempts::MAX => BankState::Pending {
                 image,
                 attempts_left: n,

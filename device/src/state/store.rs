@@ -136,12 +136,19 @@ impl StateStore {
     ///
     /// Power loss at any point leaves either the previous state or `state` as the newest valid
     /// record. Writing a state equal to the current one is a no-op.
-    pub fn write<F: NorFlash>(&mut self, flash: &mut F, state: &BootState) -> Result<(), StateError> {
+    pub fn write<F: NorFlash>(
+        &mut self,
+        flash: &mut F,
+        state: &BootState,
+    ) -> Result<(), StateError> {
         if self.current.as_ref() == Some(state) {
             return Ok(());
         }
         let seq = match self.current {
-            Some(_) => self.seq.checked_add(1).ok_or(StateError::SequenceExhausted)?,
+            Some(_) => self
+                .seq
+                .checked_add(1)
+                .ok_or(StateError::SequenceExhausted)?,
             None => 1,
         };
         let target = match self.cursor {
@@ -169,7 +176,11 @@ impl StateStore {
         Ok(())
     }
 
-    fn erase_sector<F: NorFlash>(&mut self, flash: &mut F, sector: u32) -> Result<Cursor, StateError> {
+    fn erase_sector<F: NorFlash>(
+        &mut self,
+        flash: &mut F,
+        sector: u32,
+    ) -> Result<Cursor, StateError> {
         let from = self.region_offset + sector * self.erase_size;
         // On failure the cursor still says "current sector full", so the next write erases again.
         flash

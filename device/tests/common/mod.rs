@@ -1,0 +1,182 @@
+//! Shared rig for the device crate's integration tests: a strict flash of a given geometry, a
+//! layout that fits it, a signing key, and helpers to build, install and boot images.
+#![allow(dead_code)]
+
+use ed25519_dalek::SigningKey;
+use twinbank::flash::SliceFlash;
+use twinbank::image::encode::ImageBuilder;
+use twinbank::testing::StrictFlash;
+use twinbank::update::Manifest;
+use twinbank::{
+    boot, Attempts, Bank, BootDecision, BootState, Config, DeviceIds, ImageId, Layout, Region,
+    TrustedKey, Updater, Uuid, Version,
+};
+
+/// CPU address of flash offset 0 in the tests (any value works; a typical MCU flash base).
+pub const BASE: u32 = 0x0800_0000;
+/// Image header size: 1 KiB puts the vector table on the Cortex-M3 VTOR alignment.
+pub const HEADER: u16 = 0x400;
+/// Payload size of test images: spans several 1 KiB sectors and is not write-aligned.
+pub const PAYLOAD: usize = 5001;
+pub const VENDOR: Uuid = Uuid([0x11; 16]);
+pub const CLASS: Uuid = Uuid([0x22; 16]);
+
+pub struct Rig<const W: usize, const E: usize> {
+    pub flash: StrictFlash<W, E>,
+    pub layout: Layout,
+    pub key: SigningKey,
+    pub keys: &'static [TrustedKey],
+}
+
+impl<const W: usize, const E: usize> Rig<W, E> {
+    pub fn new() -> Self {
+        let bank = (16 * 1024).max(E) as u32;
+        let state = 2 * E as u32;
+        let size = state + 2 * bank;
+        let layout = Layout::new(
+            size,
+            W as u32,
+            E as u32,
+            BASE,
+            Region::new(0, state),
+            Region::new(state, bank),
+            Region::new(state + bank, bank),
+        )
+        .expect("test layout");
+        let key = SigningKey::from_bytes(&[7; 32]);
+        let keys: &'static [TrustedKey] =
+            Box::leak(Box::new([TrustedKey(key.verifying_key().to_bytes())]));
+        Rig {
+            flash: StrictFlash::new(size as usize),
+            layout,
+            key,
+            keys,
+        }
+    }
+
+    pub fn config(&self) -> Config<'static> {
+        Config {
+            layout: self.layout,
+            keys: self.keys,
+            ids: DeviceIds {
+                vendor: Some(VENDOR),
+                class: Some(CLASS),
+            },
+            attempts: Attempts::DEFAULT,
+        }
+    }
+
+    /// A builder for an image bound to `bank` with the rig's ids.
+    pub fn builder(&self, bank: Bank, version: Version, counter: u32) -> ImageBuilder {
+        ImageBuilder {
+            header_size: HEADER,
+            version,
+            rom_fixed: Some(self.layout.bank_address(bank)),
+            security_counter: Some(counter),
+            vendor_id: Some(VENDOR),
+            class_id: Some(CLASS),
+        }
+    }
+
+    /// A signed image for `bank`; `seed` varies the payload.
+    pub fn image(&self, bank: Bank, version: Version, counter: u32, seed: u8) -> Vec<u8> {
+        self.builder(bank, version, counter)
+            .sign(&payload(seed), &self.key)
+            .expect("sign")
+    }
+
+    /// Factory provisioning: `image` in bank A, a confirmed state record.
+    pub fn provision(&mut self, image: &[u8]) -> ImageId {
+        let off = self.layout.bank(Bank::A).offset.0 as usize;
+        self.flash.load(off, image);
+        let params = self.config().verify_params(Bank::A, 0);
+        let verified =
+            twinbank::image::verify_image(&mut self.flash, &params).expect("factory image");
+        let id = ImageId::of(&verified);
+        let mut store = twinbank::state::StateStore::open(&mut self.flash, &self.layout).unwrap();
+        store
+            .write(&mut self.flash, &BootState::factory(Bank::A, id, None))
+            .unwrap();
+        id
+    }
+
+    pub fn boot(&mut self) -> Result<BootDecision, boot::BootError> {
+        let config = self.config();
+        boot::decide(&mut self.flash, &config)
+    }
+
+    pub fn state(&mut self) -> BootState {
+        *twinbank::state::StateStore::open(&mut self.flash, &self.layout)
+            .unwrap()
+            .current()
+            .expect("a state record")
+    }
+
+    pub fn updater(&mut self, running: Bank) -> Updater<'static, &mut StrictFlash<W, E>> {
+        let config = self.config();
+        Updater::new(&mut self.flash, config, running).expect("updater")
+    }
+
+    /// Installs `image` into the bank that is not `running`, in chunks of varying sizes.
+    pub fn install(
+        &mut self,
+        running: Bank,
+        image: &[u8],
+    ) -> Result<ImageId, twinbank::UpdateError> {
+        let manifest = manifest(image);
+        let mut up = self.updater(running);
+        let mut offset = up.begin(&manifest)? as usize;
+        let sizes = [1usize, 7, 64, 333, 1000, 2];
+        let mut i = 0;
+        while offset < image.len() {
+            let n = sizes[i % sizes.len()].min(image.len() - offset);
+            offset = up.write(offset as u32, &image[offset..offset + n])? as usize;
+            i += 1;
+        }
+        up.finish()
+    }
+
+    /// The bytes of a bank.
+    pub fn bank_bytes(&self, bank: Bank) -> Vec<u8> {
+        let r = self.layout.bank(bank);
+        self.flash.bytes()[r.offset.0 as usize..(r.offset.0 + r.size.0) as usize].to_vec()
+    }
+
+    /// The bytes of the state region.
+    pub fn state_bytes(&self) -> Vec<u8> {
+        let r = self.layout.state();
+        self.flash.bytes()[r.offset.0 as usize..(r.offset.0 + r.size.0) as usize].to_vec()
+    }
+}
+
+pub fn payload(seed: u8) -> Vec<u8> {
+    (0..PAYLOAD)
+        .map(|i| (i as u32).wrapping_mul(2_654_435_761).to_le_bytes()[1] ^ seed)
+        .collect()
+}
+
+pub fn manifest(image: &[u8]) -> Manifest {
+    Manifest::read(&mut SliceFlash(image), image.len() as u32).expect("manifest")
+}
+
+pub fn v(major: u8) -> Version {
+    Version::new(major, 0, 0, 0)
+}
+
+/// Runs a test body over the three geometries the issue asks for: (WRITE_SIZE, ERASE_SIZE) =
+/// (1, 1 KiB), (8, 4 KiB), (32, 128 KiB).
+#[macro_export]
+macro_rules! for_geometries {
+    ($($name:ident => $body:ident;)*) => {
+        $(
+            mod $name {
+                #[test]
+                fn w1_e1k() { super::$body::<1, 1024>(); }
+                #[test]
+                fn w8_e4k() { super::$body::<8, 4096>(); }
+                #[test]
+                fn w32_e128k() { super::$body::<32, 131072>(); }
+            }
+        )*
+    };
+}

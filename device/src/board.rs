@@ -167,7 +167,7 @@ impl BoardDescription {
         d.ids()?;
         d.attempts()?;
         let vt = d.layout()?.bank_address(crate::layout::Bank::A) + d.image.header_size as u32;
-        if d.image.vector_alignment == 0 || vt % d.image.vector_alignment != 0 {
+        if d.image.vector_alignment == 0 || !vt.is_multiple_of(d.image.vector_alignment) {
             return Err(BoardError::VectorMisaligned {
                 header_size: d.image.header_size,
                 alignment: d.image.vector_alignment,

@@ -134,7 +134,10 @@ pub struct StrictFlash<const W: usize, const E: usize> {
 impl<const W: usize, const E: usize> StrictFlash<W, E> {
     /// An erased flash of `size` bytes (a multiple of `E`).
     pub fn new(size: usize) -> Self {
-        assert!(size % E == 0 && E % W == 0, "bad strict flash geometry");
+        assert!(
+            size.is_multiple_of(E) && E.is_multiple_of(W),
+            "bad strict flash geometry"
+        );
         StrictFlash {
             data: vec![0xFF; size],
             programmed: vec![false; size / W],
@@ -247,7 +250,7 @@ impl<const W: usize, const E: usize> StrictFlash<W, E> {
 
     fn check_range(&mut self, offset: u32, len: usize, align: usize) -> Result<usize, StrictError> {
         let off = offset as usize;
-        if off % align != 0 || len % align != 0 {
+        if !off.is_multiple_of(align) || !len.is_multiple_of(align) {
             return Err(self.violation(StrictError::NotAligned));
         }
         if off.checked_add(len).is_none_or(|e| e > self.data.len()) {

@@ -53,7 +53,6 @@ fn resume_after_cut<const W: usize, const E: usize>() {
             off = up.write(off as u32, &img[off..off + n]).unwrap() as usize;
         }
         up.finish().unwrap();
-        drop(up);
         assert!(matches!(
             rig.state().bank(Bank::B),
             BankState::Pending { .. }

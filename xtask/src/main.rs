@@ -1,15 +1,38 @@
 //! `cargo xtask <command>`: the project's automation. See README.md.
+//!
+//! - `test`: every test (installs or checks the prerequisites first);
+//! - `demo`: the QEMU demo story (the project's main job);
+//! - `qemu [--flash FILE]`: a provisioned demo device left running for a person;
+//! - `powercut [--quick] [...]`: the power-cut matrix (release build);
+//! - `firmware`: build the shim and demo app variants into target/firmware/.
 
 mod firmware;
 mod qemu;
+mod test;
+mod tools;
+
+/// `cargo xtask powercut ARGS`: the harness in release mode.
+pub fn powercut(args: &[String]) -> Result<(), String> {
+    let mut c = std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    c.current_dir(tools::root())
+        .args(["run", "--release", "--quiet", "-p", "twinbank-powercut", "--"])
+        .args(args);
+    tools::run(&mut c)
+}
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let code = match args.first().map(String::as_str) {
+    let rest = args.get(1..).unwrap_or(&[]);
+    let result = match args.first().map(String::as_str) {
+        Some("test") => test::run_all(rest),
+        Some("powercut") => powercut(rest),
         _ => {
             eprintln!("usage: cargo xtask <test|demo|qemu|powercut|firmware>");
-            2
+            std::process::exit(2);
         }
     };
-    std::process::exit(code);
+    if let Err(e) = result {
+        eprintln!("xtask: error: {e}");
+        std::process::exit(1);
+    }
 }

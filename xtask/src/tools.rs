@@ -1,0 +1,101 @@
+//! Prerequisites: checks what a command needs, installs what can be installed without root
+//! surprises (the Rust target, imgtool in a virtualenv under target/), and says clearly what is
+//! missing otherwise.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The repository root (xtask lives one level below it).
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask has a parent directory")
+        .to_path_buf()
+}
+
+/// Runs a command, echoing it; Err with a message naming it when it fails.
+pub fn run(cmd: &mut Command) -> Result<(), String> {
+    eprintln!("xtask: $ {}", describe(cmd));
+    let status = cmd
+        .status()
+        .map_err(|e| format!("cannot start `{}`: {e}", describe(cmd)))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("`{}` failed ({status})", describe(cmd)))
+    }
+}
+
+/// A command line as text.
+pub fn describe(cmd: &Command) -> String {
+    let mut s = cmd.get_program().to_string_lossy().into_owned();
+    for a in cmd.get_args() {
+        s.push(' ');
+        s.push_str(&a.to_string_lossy());
+    }
+    s
+}
+
+fn works(cmd: &mut Command) -> bool {
+    cmd.output().map(|o| o.status.success()).unwrap_or(false)
+}
+
+/// The firmware target: installed with rustup when missing.
+pub const THUMB: &str = "thumbv7m-none-eabi";
+
+/// Makes sure the thumbv7m target is installed.
+pub fn ensure_thumb_target() -> Result<(), String> {
+    let installed = Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).lines().any(|l| l.trim() == THUMB))
+        .unwrap_or(false);
+    if installed {
+        return Ok(());
+    }
+    eprintln!("xtask: the {THUMB} target is missing; installing it with rustup");
+    run(Command::new("rustup").args(["target", "add", THUMB])).map_err(|e| {
+        format!("{e}\n  the firmware needs the {THUMB} target: run `rustup target add {THUMB}`")
+    })
+}
+
+/// Makes sure qemu-system-arm exists; otherwise says how to install it.
+pub fn ensure_qemu() -> Result<(), String> {
+    if works(Command::new("qemu-system-arm").arg("--version")) {
+        return Ok(());
+    }
+    Err("qemu-system-arm is missing: install it with `sudo apt-get install -y qemu-system-arm` \
+         (Debian/Ubuntu; QEMU ≥ 7.2 with the mps2-an385 board), then run this command again"
+        .into())
+}
+
+/// Path of an `imgtool` that works: $TWINBANK_IMGTOOL, `imgtool` on PATH, or one installed into
+/// target/imgtool-venv (created here with python3 -m venv + pip, pinned to the version the
+/// fixtures were made with).
+pub fn ensure_imgtool() -> Result<String, String> {
+    if let Ok(p) = std::env::var("TWINBANK_IMGTOOL") {
+        if works(Command::new(&p).arg("version")) {
+            return Ok(p);
+        }
+        return Err(format!("TWINBANK_IMGTOOL={p} does not run"));
+    }
+    if works(Command::new("imgtool").arg("version")) {
+        return Ok("imgtool".into());
+    }
+    let venv = root().join("target/imgtool-venv");
+    let exe = venv.join("bin/imgtool");
+    if works(Command::new(&exe).arg("version")) {
+        return Ok(exe.to_string_lossy().into_owned());
+    }
+    eprintln!("xtask: imgtool (MCUboot's signing tool, for the interop tests) is missing; installing it into {}", venv.display());
+    let how = "the interop tests need MCUboot's imgtool: `python3 -m venv target/imgtool-venv && \
+               target/imgtool-venv/bin/pip install imgtool==2.5.0` (needs python3-venv and PyPI)";
+    run(Command::new("python3").arg("-m").arg("venv").arg(&venv)).map_err(|e| format!("{e}\n  {how}"))?;
+    run(Command::new(venv.join("bin/pip")).args(["install", "--quiet", "imgtool==2.5.0"]))
+        .map_err(|e| format!("{e}\n  {how}"))?;
+    if works(Command::new(&exe).arg("version")) {
+        Ok(exe.to_string_lossy().into_owned())
+    } else {
+        Err(format!("imgtool was installed but does not run\n  {how}"))
+    }
+}

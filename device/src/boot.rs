@@ -20,7 +20,6 @@
 //! Stack: the state scan (one 128-byte record) and image verification (see [`crate::image`]);
 //! ≈ 8 KB in all on Cortex-M3.
 
-use crate::flash;
 use crate::image::{verify_image, ImageError, VerifiedImage, Version};
 use crate::layout::Bank;
 use crate::state::{BankState, BootState, ImageId, StateError, StateStore};
@@ -29,7 +28,7 @@ use core::fmt;
 use embedded_storage::nor_flash::NorFlash;
 
 /// Why the bootloader left a bank during this boot.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum RollbackCause {
     /// The trial image used all its boot attempts without confirming.
     AttemptsExhausted,
@@ -52,7 +51,7 @@ impl fmt::Display for RollbackCause {
 }
 
 /// Why this bank boots.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum BootReason {
     /// The preferred bank holds a confirmed image.
     Normal,
@@ -119,7 +118,7 @@ pub enum BootError {
     /// The state region could not be read or written.
     State(StateError),
     /// A bank could not be read.
-    Flash(embedded_storage::nor_flash::NorFlashErrorKind),
+    Flash(crate::flash::FlashFault),
 }
 
 /// Why one bank cannot boot.
@@ -150,7 +149,7 @@ impl fmt::Display for BootError {
                 write!(f, "no bootable image (bank A: {a}; bank B: {b})")
             }
             BootError::State(e) => write!(f, "{e}"),
-            BootError::Flash(k) => write!(f, "bank: {}", flash::describe(*k)),
+            BootError::Flash(k) => write!(f, "bank: {}", k),
         }
     }
 }

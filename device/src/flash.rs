@@ -1,7 +1,7 @@
 //! Small helpers over `embedded-storage`'s NOR flash traits.
 //!
-//! Errors from the flash driver are reduced to [`NorFlashErrorKind`], so the crate's error types
-//! stay non-generic and `Copy`.
+//! Errors from the flash driver are reduced to [`FlashFault`], so the crate's error types stay
+//! non-generic, `Copy`, and can cross a wire (serde).
 
 use embedded_storage::nor_flash::{ErrorType, NorFlashError, NorFlashErrorKind, ReadNorFlash};
 
@@ -14,13 +14,13 @@ pub fn read_exact<F: ReadNorFlash>(
     flash: &mut F,
     offset: u32,
     out: &mut [u8],
-) -> Result<(), NorFlashErrorKind> {
+) -> Result<(), FlashFault> {
     let rs = F::READ_SIZE;
     if rs <= 1 {
-        return flash.read(offset, out).map_err(|e| e.kind());
+        return flash.read(offset, out).map_err(fault);
     }
     if rs > MAX_READ_SIZE || !rs.is_power_of_two() {
-        return Err(NorFlashErrorKind::NotAligned);
+        return Err(FlashFault::NotAligned);
     }
     let mut bounce = [0u8; MAX_READ_SIZE];
     let mut done = 0usize;
@@ -29,7 +29,7 @@ pub fn read_exact<F: ReadNorFlash>(
         let aligned = pos - pos % rs;
         flash
             .read(aligned as u32, &mut bounce[..rs])
-            .map_err(|e| e.kind())?;
+            .map_err(fault)?;
         let skip = pos - aligned;
         let n = (rs - skip).min(out.len() - done);
         out[done..done + n].copy_from_slice(&bounce[skip..skip + n]);
@@ -43,7 +43,7 @@ pub fn is_erased<F: ReadNorFlash>(
     flash: &mut F,
     offset: u32,
     len: u32,
-) -> Result<bool, NorFlashErrorKind> {
+) -> Result<bool, FlashFault> {
     let mut buf = [0u8; 64];
     let mut pos = 0u32;
     while pos < len {
@@ -60,12 +60,39 @@ pub fn is_erased<F: ReadNorFlash>(
 /// The value of an erased NOR byte.
 pub const ERASED: u8 = 0xFF;
 
-/// Displays a [`NorFlashErrorKind`] (it has no `Display` of its own).
-pub fn describe(kind: NorFlashErrorKind) -> &'static str {
-    match kind {
-        NorFlashErrorKind::NotAligned => "flash access not aligned",
-        NorFlashErrorKind::OutOfBounds => "flash access out of bounds",
-        _ => "flash driver error",
+/// A flash driver failure, reduced to what the caller can act on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum FlashFault {
+    /// The access was not aligned as the driver requires.
+    NotAligned,
+    /// The access was outside the flash.
+    OutOfBounds,
+    /// Any other driver error (bus, timeout, power cut in tests).
+    Other,
+}
+
+impl From<NorFlashErrorKind> for FlashFault {
+    fn from(k: NorFlashErrorKind) -> Self {
+        match k {
+            NorFlashErrorKind::NotAligned => FlashFault::NotAligned,
+            NorFlashErrorKind::OutOfBounds => FlashFault::OutOfBounds,
+            _ => FlashFault::Other,
+        }
+    }
+}
+
+/// Reduces a driver error to a [`FlashFault`].
+pub fn fault<E: NorFlashError>(e: E) -> FlashFault {
+    e.kind().into()
+}
+
+impl core::fmt::Display for FlashFault {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            FlashFault::NotAligned => "flash access not aligned",
+            FlashFault::OutOfBounds => "flash access out of bounds",
+            FlashFault::Other => "flash driver error",
+        })
     }
 }
 

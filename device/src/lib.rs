@@ -17,6 +17,7 @@
 //! - [`state`]: the boot state and its power-safe record storage;
 //! - [`boot`]: the boot decision the bootloader shim calls;
 //! - [`update`]: what the application calls (install, confirm, reject, rollback);
+//! - [`protocol`]: the serial protocol (frames, messages, the device-side server);
 //! - [`testing`] (`std`): the strict NOR flash used by the tests.
 //!
 //! `no_std`, no heap, generic over [`embedded_storage::nor_flash::NorFlash`]. Nothing read from
@@ -35,6 +36,7 @@ pub mod boot;
 pub mod flash;
 pub mod image;
 pub mod layout;
+pub mod protocol;
 pub mod state;
 #[cfg(feature = "std")]
 pub mod testing;

@@ -24,6 +24,7 @@
 //! RAM: the manifest (≈ 120 B) and one partial write unit (≤ 32 B). Stack: 64-byte compare buffer,
 //! plus image verification in `finish` (see [`crate::image`]).
 
+use crate::flash::{fault, FlashFault};
 use crate::flash::{is_erased, read_exact, SliceFlash, ERASED};
 use crate::image::{
     check_manifest, read_header, read_protected, tlv, verify_image, ImageError, ImageHeader,
@@ -33,7 +34,7 @@ use crate::layout::Bank;
 use crate::state::{BankState, BootState, ImageId, StateError, StateStore};
 use crate::Config;
 use core::fmt;
-use embedded_storage::nor_flash::{NorFlash, NorFlashError, NorFlashErrorKind, ReadNorFlash};
+use embedded_storage::nor_flash::{NorFlash, ReadNorFlash};
 
 /// What the updater needs to know before the first byte: the header, the protected TLVs, the
 /// total length and the digest. Built from a whole image ([`Manifest::read`]) or from parts sent by
@@ -130,14 +131,14 @@ impl Manifest {
 
 /// Why an update operation was refused or failed. Refusals leave the state and the running bank
 /// untouched.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum UpdateError {
     /// The image (or its manifest) was refused.
     Image(ImageError),
     /// The boot state could not be read or written.
     State(StateError),
     /// A bank could not be read, written or erased.
-    Flash(NorFlashErrorKind),
+    Flash(FlashFault),
     /// The device has no boot state (not provisioned).
     NotProvisioned,
     /// The running image is on trial: confirm or reject it before installing another.
@@ -179,7 +180,7 @@ impl fmt::Display for UpdateError {
         match self {
             UpdateError::Image(e) => write!(f, "image refused: {e}"),
             UpdateError::State(e) => write!(f, "{e}"),
-            UpdateError::Flash(k) => write!(f, "bank: {}", crate::flash::describe(*k)),
+            UpdateError::Flash(k) => write!(f, "bank: {}", k),
             UpdateError::NotProvisioned => {
                 f.write_str("device has no boot state (not provisioned)")
             }
@@ -295,8 +296,8 @@ impl<'a, F: NorFlash> Updater<'a, F> {
             .ok_or(UpdateError::NotProvisioned)
     }
 
-    fn flash_err<E: NorFlashError>(e: E) -> UpdateError {
-        UpdateError::Flash(e.kind())
+    fn flash_err<E: embedded_storage::nor_flash::NorFlashError>(e: E) -> UpdateError {
+        UpdateError::Flash(fault(e))
     }
 
     /// Starts (or resumes) installing the image described by `manifest` into the bank that is

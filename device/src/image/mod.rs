@@ -8,8 +8,8 @@
 //!   unprotected: 0x10 SHA-256, 0x01 KEYHASH (or 0x02 PUBKEY), 0x24 Ed25519(signature of digest)
 //! ```
 
+use crate::flash::FlashFault;
 use core::fmt;
-use embedded_storage::nor_flash::NorFlashErrorKind;
 use sha2::{Digest, Sha256};
 
 mod header;
@@ -79,10 +79,10 @@ impl TrustedKey {
 }
 
 /// Why an image was refused. One variant per cause, so tools and tests can tell them apart.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum ImageError {
     /// The flash driver failed.
-    Flash(NorFlashErrorKind),
+    Flash(FlashFault),
     /// No image header (magic mismatch; an erased bank reads 0xffffffff).
     BadMagic(u32),
     /// `hdr_size` is smaller than the 32-byte header.
@@ -157,7 +157,7 @@ impl From<HeaderError> for ImageError {
 impl fmt::Display for ImageError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
-            ImageError::Flash(k) => f.write_str(crate::flash::describe(k)),
+            ImageError::Flash(k) => write!(f, "{k}"),
             ImageError::BadMagic(m) if m == u32::MAX => f.write_str("no image (bank is erased)"),
             ImageError::BadMagic(m) => {
                 write!(f, "not an MCUboot image (header magic {m:#010x})")

@@ -26,7 +26,9 @@ pub use record::{RECORD_MAGIC, RECORD_SIZE};
 pub use store::{StateError, StateStore};
 
 /// Boot attempts a new image gets before it is rolled back: 1..=7 (the brief's range; 3 by default).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub struct Attempts(u8);
 
 impl Attempts {
@@ -58,7 +60,7 @@ impl Default for Attempts {
 
 /// Which image a bank holds: enough to recognise it (digest) and to reason about it without
 /// reading the bank (version, counter, size).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct ImageId {
     /// Version from the image header.
     pub version: Version,
@@ -71,7 +73,7 @@ pub struct ImageId {
 }
 
 /// What a bank holds and whether it may boot.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum BankState {
     /// Nothing bootable: erased, being written by an update, or a fallback given up for one.
     Empty,
@@ -129,7 +131,7 @@ impl fmt::Display for BankState {
 }
 
 /// The whole boot state (one record).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct BootState {
     /// The bank the bootloader tries first.
     pub preferred: Bank,

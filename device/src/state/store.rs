@@ -22,16 +22,17 @@
 
 use super::record::{decode, encode, RECORD_SIZE};
 use super::BootState;
+use crate::flash::{fault, FlashFault};
 use crate::flash::{read_exact, ERASED};
 use crate::layout::Layout;
 use core::fmt;
-use embedded_storage::nor_flash::{NorFlash, NorFlashError, NorFlashErrorKind, ReadNorFlash};
+use embedded_storage::nor_flash::{NorFlash, ReadNorFlash};
 
 /// Why the state could not be read or written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum StateError {
     /// The flash driver failed.
-    Flash(NorFlashErrorKind),
+    Flash(FlashFault),
     /// A record read back differently from what was written (the slot is skipped from now on).
     WriteVerifyFailed,
     /// The sequence number reached its maximum (after 4 billion changes; not reachable in a
@@ -42,7 +43,7 @@ pub enum StateError {
 impl fmt::Display for StateError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            StateError::Flash(k) => write!(f, "state region: {}", crate::flash::describe(*k)),
+            StateError::Flash(k) => write!(f, "state region: {}", k),
             StateError::WriteVerifyFailed => {
                 f.write_str("state record did not read back as written")
             }
@@ -165,7 +166,7 @@ impl StateStore {
         });
         flash
             .write(offset, &record)
-            .map_err(|e| StateError::Flash(e.kind()))?;
+            .map_err(|e| StateError::Flash(fault(e)))?;
         let mut back = [0u8; RECORD_SIZE];
         read_exact(flash, offset, &mut back).map_err(StateError::Flash)?;
         if back != record {
@@ -185,7 +186,7 @@ impl StateStore {
         // On failure the cursor still says "current sector full", so the next write erases again.
         flash
             .erase(from, from + self.erase_size)
-            .map_err(|e| StateError::Flash(e.kind()))?;
+            .map_err(|e| StateError::Flash(fault(e)))?;
         Ok(Cursor { sector, slot: 0 })
     }
 }

@@ -1,0 +1,128 @@
+//! The messages. Postcard encodes enum variants by index: new variants go at the end only, and
+//! [`PROTOCOL_VERSION`] changes when a message changes shape.
+
+use super::frame::FrameError;
+use crate::image::{Uuid, Version, HEADER_SIZE};
+use crate::layout::Bank;
+use crate::state::BootState;
+use crate::update::UpdateError;
+use serde::{Deserialize, Serialize};
+
+/// Version of the message set; `Info` reports it and the host refuses a device with another.
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// Every frame carries one envelope: a sequence number chosen by the host, echoed by the device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Envelope<T> {
+    /// Host-chosen sequence number (0 is used by the device for errors about unreadable frames).
+    pub seq: u16,
+    /// The request or response.
+    pub body: T,
+}
+
+/// What a host asks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request<'a> {
+    /// Protocol version, device ids, layout, running bank and version.
+    Info,
+    /// The boot state: per bank status and image, preferred bank, minimum counter.
+    Status,
+    /// Starts or resumes an upload into the inactive bank. The device answers with the offset it
+    /// expects next (0, or where an interrupted upload of the same image stopped).
+    UploadBegin {
+        /// The image's 32 header bytes.
+        header: [u8; HEADER_SIZE],
+        /// The image's protected TLV area (empty when it has none).
+        #[serde(borrow)]
+        protected_tlvs: &'a [u8],
+        /// Total image length.
+        total_len: u32,
+        /// The image's SHA-256 (TLV 0x10).
+        digest: [u8; 32],
+    },
+    /// Image bytes at an offset (≤ [`super::MAX_CHUNK`] bytes).
+    UploadChunk {
+        /// Offset in the image.
+        offset: u32,
+        /// The bytes.
+        #[serde(borrow)]
+        data: &'a [u8],
+    },
+    /// Verifies the uploaded image and activates it (pending trial at the next reset).
+    UploadFinish,
+    /// Confirms the running trial image.
+    Confirm,
+    /// Rejects the running trial image (rollback at the next reset).
+    Reject,
+    /// Prefers the other bank's confirmed image (operator rollback, at the next reset).
+    Rollback,
+    /// Resets the device after answering.
+    Reboot,
+}
+
+/// The device's description of itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceInfo {
+    /// [`PROTOCOL_VERSION`] of the device.
+    pub protocol: u16,
+    /// Vendor id images must carry, if any.
+    pub vendor_id: Option<Uuid>,
+    /// Class id images must carry, if any.
+    pub class_id: Option<Uuid>,
+    /// CPU addresses of bank A and bank B.
+    pub bank_addresses: [u32; 2],
+    /// Size of each bank.
+    pub bank_size: u32,
+    /// Flash program granularity.
+    pub write_size: u32,
+    /// Flash erase sector size.
+    pub erase_size: u32,
+    /// The bank the application runs from.
+    pub running: Bank,
+    /// Version of the running image, if the state knows it.
+    pub running_version: Option<Version>,
+    /// Largest chunk the device accepts.
+    pub max_chunk: u32,
+}
+
+/// What a device answers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Response {
+    /// Answer to `Info`.
+    Info(DeviceInfo),
+    /// Answer to `Status` (`None` on an unprovisioned device).
+    Status(Option<BootState>),
+    /// Upload accepted so far; send from this offset next.
+    NextOffset(u32),
+    /// The image was verified and activated: this version runs on trial after the next reset.
+    Activated(Version),
+    /// Done (confirm, reject).
+    Done,
+    /// Rollback accepted: this bank and version run after the next reset.
+    SwitchedTo(Bank, Version),
+    /// The device resets now.
+    Rebooting,
+    /// The request was refused or failed; nothing changed unless the error says so.
+    Error(RemoteError),
+}
+
+/// Errors a device reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RemoteError {
+    /// The frame could not be read.
+    Frame(FrameError),
+    /// The updater refused or failed.
+    Update(UpdateError),
+    /// A chunk larger than the device accepts.
+    ChunkTooLarge,
+}
+
+impl core::fmt::Display for RemoteError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            RemoteError::Frame(e) => write!(f, "device could not read the request: {e}"),
+            RemoteError::Update(e) => write!(f, "{e}"),
+            RemoteError::ChunkTooLarge => write!(f, "chunk larger than {} bytes", super::MAX_CHUNK),
+        }
+    }
+}

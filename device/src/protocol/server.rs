@@ -1,0 +1,142 @@
+//! The device side: turns request frames into updater calls and response frames.
+//!
+//! ```text
+//!  UART rx byte ─► FrameDecoder ─► Server::handle_frame ─► Updater ─► response frame ─► UART tx
+//! ```
+//! Buffers are fixed: the decoder's frame ([`MAX_MESSAGE`]), a scratch message and the output
+//! frame (both ≈ [`MAX_FRAME`]), ≈ 3.3 KB in all when placed in statics.
+
+use super::frame::{decode_frame, encode_frame, FrameError};
+use super::message::{DeviceInfo, Envelope, RemoteError, Request, Response, PROTOCOL_VERSION};
+use super::{MAX_CHUNK, MAX_FRAME, MAX_MESSAGE};
+use crate::update::{Manifest, UpdateError, Updater};
+use crate::Config;
+use embedded_storage::nor_flash::NorFlash;
+
+/// Size of an output buffer that holds any response frame.
+pub const OUT_FRAME: usize = MAX_FRAME + 8;
+
+/// Serves the protocol for one [`Updater`].
+#[derive(Debug)]
+pub struct Server<'a, F> {
+    updater: Updater<'a, F>,
+    config: Config<'a>,
+    reboot: bool,
+    scratch: [u8; MAX_MESSAGE],
+}
+
+impl<'a, F: NorFlash> Server<'a, F> {
+    /// A server around an updater (which knows the running bank).
+    pub fn new(updater: Updater<'a, F>, config: Config<'a>) -> Self {
+        Server {
+            updater,
+            config,
+            reboot: false,
+            scratch: [0; MAX_MESSAGE],
+        }
+    }
+
+    /// The updater, for the application's own calls (e.g. confirm after its health check).
+    pub fn updater(&mut self) -> &mut Updater<'a, F> {
+        &mut self.updater
+    }
+
+    /// True once a `Reboot` request was answered: the application should reset now.
+    pub fn reboot_requested(&self) -> bool {
+        self.reboot
+    }
+
+    /// Handles one frame (COBS bytes without the delimiter, decoded in place) and writes the
+    /// response frame into `out` ([`OUT_FRAME`] bytes); returns the response length.
+    pub fn handle_frame(&mut self, frame: &mut [u8], out: &mut [u8]) -> usize {
+        let (seq, response) = match decode_frame::<Envelope<Request<'_>>>(frame) {
+            Ok(env) => (env.seq, self.handle(env.body)),
+            Err(e) => (0, Response::Error(RemoteError::Frame(e))),
+        };
+        self.respond(seq, &response, out)
+    }
+
+    /// Writes the answer to a frame that could not be collected (e.g. oversized).
+    pub fn frame_error(&mut self, error: FrameError, out: &mut [u8]) -> usize {
+        self.respond(0, &Response::Error(RemoteError::Frame(error)), out)
+    }
+
+    fn respond(&mut self, seq: u16, body: &Response, out: &mut [u8]) -> usize {
+        let env = Envelope {
+            seq,
+            body: body.clone(),
+        };
+        // Responses are small except none; a failure here would be a bug in the size constants,
+        // answered with the smallest possible error frame.
+        encode_frame(&env, &mut self.scratch, out).unwrap_or_else(|_| {
+            let fallback = Envelope {
+                seq,
+                body: Response::Error(RemoteError::Frame(FrameError::TooLarge)),
+            };
+            encode_frame(&fallback, &mut self.scratch, out).unwrap_or(0)
+        })
+    }
+
+    fn handle(&mut self, request: Request<'_>) -> Response {
+        let result = match request {
+            Request::Info => Ok(Response::Info(self.info())),
+            Request::Status => Ok(Response::Status(self.updater.state().copied())),
+            Request::UploadBegin {
+                header,
+                protected_tlvs,
+                total_len,
+                digest,
+            } => Manifest::from_parts(header, protected_tlvs, total_len, digest)
+                .map_err(UpdateError::from)
+                .and_then(|m| self.updater.begin(&m))
+                .map(Response::NextOffset),
+            Request::UploadChunk { offset, data } => {
+                if data.len() > MAX_CHUNK {
+                    return Response::Error(RemoteError::ChunkTooLarge);
+                }
+                self.updater.write(offset, data).map(Response::NextOffset)
+            }
+            Request::UploadFinish => self
+                .updater
+                .finish()
+                .map(|id| Response::Activated(id.version)),
+            Request::Confirm => self.updater.confirm().map(|()| Response::Done),
+            Request::Reject => self.updater.reject().map(|()| Response::Done),
+            Request::Rollback => {
+                let to = self.updater.running().other();
+                self.updater
+                    .rollback()
+                    .map(|id| Response::SwitchedTo(to, id.version))
+            }
+            Request::Reboot => {
+                self.reboot = true;
+                Ok(Response::Rebooting)
+            }
+        };
+        result.unwrap_or_else(|e| Response::Error(RemoteError::Update(e)))
+    }
+
+    fn info(&self) -> DeviceInfo {
+        let layout = &self.config.layout;
+        let running = self.updater.running();
+        DeviceInfo {
+            protocol: PROTOCOL_VERSION,
+            vendor_id: self.config.ids.vendor,
+            class_id: self.config.ids.class,
+            bank_addresses: [
+                layout.bank_address(crate::Bank::A),
+                layout.bank_address(crate::Bank::B),
+            ],
+            bank_size: layout.bank_size(),
+            write_size: layout.write_size(),
+            erase_size: layout.erase_size(),
+            running,
+            running_version: self
+                .updater
+                .state()
+                .and_then(|s| s.bank(running).image())
+                .map(|i| i.version),
+            max_chunk: MAX_CHUNK as u32,
+        }
+    }
+}

@@ -212,7 +212,7 @@ fn garbage_is_survived() {
         ),
         Response::Error(RemoteError::ChunkTooLarge)
     );
-    drop(server);
+    let _ = server;
     assert_eq!(
         rig.state_bytes(),
         state_before,

@@ -28,7 +28,8 @@ fn feed(server: &mut Srv<'_>, decoder: &mut FrameDecoder, bytes: &[u8]) -> Vec<E
             Some(Err(e)) => server.frame_error(e, &mut out),
             None => continue,
         };
-        let mut resp = out[..n - 1].to_vec();
+        assert_eq!(out[0], 0, "responses start with a delimiter");
+        let mut resp = out[1..n - 1].to_vec();
         responses.push(twinbank::protocol::decode_frame::<Envelope<Response>>(&mut resp).unwrap());
     }
     responses

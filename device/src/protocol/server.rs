@@ -16,6 +16,8 @@ use embedded_storage::nor_flash::NorFlash;
 /// Size of an output buffer that holds any response frame.
 pub const OUT_FRAME: usize = MAX_FRAME + 8;
 
+const _: () = assert!(OUT_FRAME > MAX_FRAME + 1);
+
 /// Serves the protocol for one [`Updater`].
 #[derive(Debug)]
 pub struct Server<'a, F> {
@@ -47,7 +49,7 @@ impl<'a, F: NorFlash> Server<'a, F> {
     }
 
     /// Handles one frame (COBS bytes without the delimiter, decoded in place) and writes the
-    /// response frame into `out` ([`OUT_FRAME`] bytes); returns the response length.
+    /// response (`0x00 ‖ frame`) into `out` ([`OUT_FRAME`] bytes); returns its length.
     pub fn handle_frame(&mut self, frame: &mut [u8], out: &mut [u8]) -> usize {
         let (seq, response) = match decode_frame::<Envelope<Request<'_>>>(frame) {
             Ok(env) => (env.seq, self.handle(env.body)),
@@ -61,20 +63,27 @@ impl<'a, F: NorFlash> Server<'a, F> {
         self.respond(0, &Response::Error(RemoteError::Frame(error)), out)
     }
 
+    /// Writes `0x00 ‖ frame`: the leading delimiter ends whatever text the application printed
+    /// on the same UART, so the host sees that text as one undecodable frame and skips it.
     fn respond(&mut self, seq: u16, body: &Response, out: &mut [u8]) -> usize {
+        let Some((first, rest)) = out.split_first_mut() else {
+            return 0;
+        };
+        *first = super::frame::DELIMITER;
         let env = Envelope {
             seq,
             body: body.clone(),
         };
-        // Responses are small except none; a failure here would be a bug in the size constants,
+        // Every response fits `OUT_FRAME`; a failure here would be a bug in the size constants,
         // answered with the smallest possible error frame.
-        encode_frame(&env, &mut self.scratch, out).unwrap_or_else(|_| {
+        let n = encode_frame(&env, &mut self.scratch, rest).unwrap_or_else(|_| {
             let fallback = Envelope {
                 seq,
                 body: Response::Error(RemoteError::Frame(FrameError::TooLarge)),
             };
-            encode_frame(&fallback, &mut self.scratch, out).unwrap_or(0)
-        })
+            encode_frame(&fallback, &mut self.scratch, rest).unwrap_or(0)
+        });
+        n + 1
     }
 
     fn handle(&mut self, request: Request<'_>) -> Response {

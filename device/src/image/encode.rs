@@ -178,11 +178,17 @@ pub fn trusted_key_from_pem(pem: &str) -> Result<TrustedKey, KeyError> {
     signing_key_from_pem(pem).map(|sk| TrustedKey(sk.verifying_key().to_bytes()))
 }
 
-/// Encodes a private key as PKCS#8 PEM.
+/// Encodes a private key as PKCS#8 v1 PEM (no embedded public key: OpenSSL 3.0 refuses the v2
+/// form), the same form `openssl genpkey -algorithm ed25519` and `imgtool keygen` write.
 pub fn signing_key_to_pem(key: &SigningKey) -> String {
-    key.to_pkcs8_pem(Default::default())
-        .map(|z| (*z).clone())
-        .unwrap_or_default()
+    use ed25519_dalek::pkcs8::{spki::der::pem::LineEnding, KeypairBytes};
+    KeypairBytes {
+        secret_key: key.to_bytes(),
+        public_key: None,
+    }
+    .to_pkcs8_pem(LineEnding::LF)
+    .map(|z| (*z).clone())
+    .unwrap_or_default()
 }
 
 /// Encodes a public key as SPKI PEM.

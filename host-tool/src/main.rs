@@ -10,6 +10,7 @@ mod input;
 mod inspect;
 mod keys;
 mod provision;
+mod serial;
 mod sign;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -242,6 +243,19 @@ first region; the QEMU board does not (its shim is loaded separately with -kerne
 
 Exit codes: 0 written, 1 an image was refused, 2 usage/input error.")]
     Provision(provision::ProvisionArgs),
+    /// Talk to a device over its UART: status, info, upload, confirm, reject, rollback, reboot.
+    #[command(after_help = "Examples:
+  twinbank serial --port /dev/ttyUSB0 status
+  twinbank serial --port /dev/pts/3 info --json          # the pty `cargo xtask qemu` prints
+  twinbank serial --tcp 127.0.0.1:4321 upload app-b.bin --activate --reboot --wait-confirm
+  twinbank serial --port /dev/ttyUSB0 confirm
+  twinbank serial --port /dev/ttyUSB0 rollback --yes --reboot
+
+Uploads go to the bank that is not running, resume where an interrupted upload stopped, and are
+checked against the device (bank, ids, counter, size) before the first byte is sent.
+
+Exit codes: 0 done, 1 the device refused (image, state), 2 no device / link or input error.")]
+    Serial(serial::SerialArgs),
 }
 
 /// Loads the board description; errors name the file.
@@ -295,6 +309,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
         Cmd::Inspect(a) => inspect::inspect(a),
         Cmd::Verify(a) => inspect::verify(a),
         Cmd::Provision(a) => provision::run(a),
+        Cmd::Serial(a) => serial::run(a),
     }
 }
 

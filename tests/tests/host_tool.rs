@@ -8,7 +8,6 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::OnceLock;
 use twinbank::board::BoardDescription;
 use twinbank::image::encode::trusted_key_from_pem;
 use twinbank::state::StateStore;
@@ -16,10 +15,7 @@ use twinbank::testing::StrictFlash;
 use twinbank::{Bank, BankState, BootReason, Config};
 
 fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
+    twinbank_tests::workspace()
 }
 
 fn board_path() -> PathBuf {
@@ -30,31 +26,8 @@ fn board() -> BoardDescription {
     BoardDescription::load(&board_path()).unwrap()
 }
 
-/// The host tool binary, built once per test run in this test's profile.
 fn bin() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        if let Ok(p) = std::env::var("TWINBANK_BIN") {
-            return PathBuf::from(p);
-        }
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let mut cmd = Command::new(cargo);
-        cmd.args(["build", "-q", "-p", "twinbank-host", "--bin", "twinbank"]);
-        if !cfg!(debug_assertions) {
-            cmd.arg("--release");
-        }
-        let st = cmd
-            .current_dir(workspace())
-            .status()
-            .expect("run cargo build");
-        assert!(st.success(), "cargo build -p twinbank-host failed");
-        // This test runs from target/<profile>/deps/.
-        let exe = std::env::current_exe().unwrap();
-        let dir = exe.parent().unwrap().parent().unwrap();
-        let p = dir.join(format!("twinbank{}", std::env::consts::EXE_SUFFIX));
-        assert!(p.exists(), "{} not found after cargo build", p.display());
-        p
-    })
+    twinbank_tests::host_bin()
 }
 
 struct Run {

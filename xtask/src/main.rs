@@ -6,6 +6,7 @@
 //! - `powercut [--quick] [...]`: the power-cut matrix (release build);
 //! - `firmware`: build the shim and demo app variants into target/firmware/.
 
+mod demo;
 mod firmware;
 mod qemu;
 mod test;
@@ -26,6 +27,9 @@ fn main() {
     let result = match args.first().map(String::as_str) {
         Some("test") => test::run_all(rest),
         Some("powercut") => powercut(rest),
+        Some("demo") => demo::demo(rest),
+        Some("qemu") => demo::qemu_cmd(rest),
+        Some("firmware") => demo::firmware_cmd(rest),
         _ => {
             eprintln!("usage: cargo xtask <test|demo|qemu|powercut|firmware>");
             std::process::exit(2);

@@ -1,1 +1,149 @@
+//! # twinbank-board: the MPS2-AN385 board under QEMU
+//!
+//! Everything board-specific lives here, so that a port to a real MCU writes one crate like this
+//! one (see `docs/porting.md`):
+//!
+//! | item | here | on a real MCU |
+//! |---|---|---|
+//! | constants ([`consts`]) | generated from `twinbank.toml` and `TWINBANK_TRUSTED_KEYS` | same |
+//! | [`config`] | the `twinbank::Config` the shim and the app use | same |
+//! | [`flash::Flash`] | NOR rules enforced over file-backed RAM, power-cut injection | the flash controller driver |
+//! | [`uart`] | CMSDK UART0, polled | the console UART |
+//! | [`watchdog`] | CMSDK watchdog | the independent watchdog |
+//! | [`exit`], [`reset`] | semihosting `SYS_EXIT_EXTENDED`, SYSRESETREQ | halt, reset |
+//! | [`session`] | test hooks: semihosting arguments, power-cut counter | absent |
+//! | [`semihosting`] | host file reads (the demo "download") | the app's transport |
+//!
+//! Linker maps: the build script writes `memory-shim.x` and `memory-bank-{A,B}.x` and exports
+//! their directory to the firmware crates' build scripts (`DEP_TWINBANK_BOARD_MEMORY_DIR`).
 #![no_std]
+#![deny(missing_docs)]
+
+pub mod flash;
+pub mod semihosting;
+pub mod session;
+pub mod uart;
+pub mod watchdog;
+
+/// Board constants generated from the board description at build time.
+pub mod consts {
+    use twinbank::image::{DeviceIds, TrustedKey, Uuid};
+    use twinbank::layout::Region;
+    include!(concat!(env!("OUT_DIR"), "/board_gen.rs"));
+}
+
+use core::fmt::Write as _;
+use twinbank::{Attempts, Config, Layout};
+
+pub use uart::{uart, Uart};
+
+/// Exit codes of a QEMU run (semihosting `SYS_EXIT_EXTENDED`); the tests read them.
+pub mod exit_code {
+    /// The app finished what it was asked to do (`halt` argument).
+    pub const OK: u32 = 0;
+    /// The shim found no bootable image and stopped.
+    pub const NO_BOOTABLE_IMAGE: u32 = 2;
+    /// The flash driver caught a NOR rule violation (a bug in the caller).
+    pub const NOR_VIOLATION: u32 = 3;
+    /// HardFault in the shim.
+    pub const SHIM_FAULT: u32 = 4;
+    /// A panic.
+    pub const PANIC: u32 = 5;
+    /// The shim refused to jump: the vector table of the chosen image is implausible.
+    pub const BAD_VECTOR_TABLE: u32 = 6;
+    /// The board configuration is invalid (cannot happen with a checked board description).
+    pub const BAD_CONFIG: u32 = 7;
+    /// The app stopped on an error it cannot handle.
+    pub const APP_ERROR: u32 = 8;
+    /// Power was cut by the flash driver (`cut=N` argument): the "device" lost power.
+    pub const POWER_CUT: u32 = 42;
+}
+
+/// The twinbank configuration of this board: layout, trusted keys, ids, attempts.
+pub fn config() -> Config<'static> {
+    use consts::*;
+    let layout = match Layout::new(
+        FLASH_SIZE,
+        WRITE_SIZE as u32,
+        ERASE_SIZE as u32,
+        FLASH_BASE,
+        STATE,
+        BANK_A,
+        BANK_B,
+    ) {
+        Ok(l) => l,
+        Err(_) => {
+            let _ = uart().write_str("board: invalid layout\n");
+            exit(exit_code::BAD_CONFIG)
+        }
+    };
+    Config {
+        layout,
+        keys: &TRUSTED_KEYS,
+        ids: IDS,
+        attempts: match Attempts::new(ATTEMPTS) {
+            Some(a) => a,
+            None => Attempts::DEFAULT,
+        },
+    }
+}
+
+/// Ends the QEMU run with `code` (semihosting `SYS_EXIT_EXTENDED`, so any code reaches the host).
+/// On a real board this would halt.
+pub fn exit(code: u32) -> ! {
+    semihosting::exit(code)
+}
+
+/// Resets the whole chip (SYSRESETREQ). Under QEMU the same process reboots from the shim; the
+/// flash file and the session block are kept.
+pub fn reset() -> ! {
+    cortex_m::peripheral::SCB::sys_reset()
+}
+
+/// Reports a HardFault on the UART; then resets (`reset = true`, what an application does: the
+/// bootloader counts the attempt) or ends the run with [`exit_code::SHIM_FAULT`].
+pub fn hard_fault(ef: &cortex_m_rt::ExceptionFrame, who: &str, reset_after: bool) -> ! {
+    let _ = writeln!(
+        uart(),
+        "{who}: hardfault pc={:#010x} lr={:#010x}",
+        ef.pc(),
+        ef.lr()
+    );
+    if reset_after {
+        reset()
+    } else {
+        exit(exit_code::SHIM_FAULT)
+    }
+}
+
+/// Instruction counter for measurements (SysTick on the core clock; under QEMU with
+/// `-icount shift=0` one tick is exactly 40 instructions).
+pub mod counter {
+    use cortex_m::peripheral::SYST;
+    const RELOAD: u32 = 0x00FF_FFFF;
+    /// Instructions per SysTick tick under `-icount shift=0` at the 25 MHz core clock.
+    pub const INSTRUCTIONS_PER_TICK: u32 = 40;
+
+    /// Starts counting down from 2^24 - 1 ticks (≈ 671 M instructions before it wraps).
+    pub fn start() {
+        // SAFETY: SysTick is only used here, before any other user exists.
+        let mut syst = unsafe { cortex_m::Peripherals::steal() }.SYST;
+        syst.set_clock_source(cortex_m::peripheral::syst::SystClkSource::Core);
+        syst.set_reload(RELOAD);
+        syst.clear_current();
+        syst.enable_counter();
+        // The first reading is only valid once the counter has loaded (qemu.md).
+        while SYST::get_current() == 0 {}
+    }
+
+    /// Instructions since [`start`] (multiple of 40).
+    pub fn instructions() -> u32 {
+        (RELOAD - SYST::get_current()) * INSTRUCTIONS_PER_TICK
+    }
+}
+
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo) -> ! {
+    let _ = writeln!(uart(), "panic: {info}");
+    exit(exit_code::PANIC)
+}

@@ -1,0 +1,238 @@
+//! # The twinbank demo application
+//!
+//! Linked for one bank (build-time `TWINBANK_BANK`), it:
+//! 1. prints `app: v<version> bank <X> (<variant>)` (the version from its own signed header);
+//! 2. runs its health check and prints `app: health ok` or `app: health FAIL`;
+//!    - on trial and healthy: confirms (`app: confirmed`);
+//!    - on trial and unhealthy: rejects itself (`app: rejected`) and resets: the shim rolls back;
+//! 3. with `update=PATH` on the QEMU command line (once per QEMU run): "downloads" the image
+//!    from the host file through semihosting, streams it through `twinbank::Updater` into the
+//!    other bank, which verifies and activates it (`app: installed <v> into bank <Y>`), and resets;
+//! 4. with `resets=N`: resets itself until the shim has booted N + 1 times in this QEMU run;
+//! 5. with `halt`: prints the flash statistics of the run and ends QEMU with status 0; otherwise
+//!    idles, feeding the watchdog and echoing UART input.
+//!
+//! Test variants (cargo features): `fail-health`, `crash` (HardFault in the health check),
+//! `hang` (stops feeding the watchdog in the health check).
+#![no_std]
+#![no_main]
+
+use core::fmt::Write as _;
+use cortex_m_rt::{entry, exception, ExceptionFrame};
+use embedded_storage::nor_flash::ReadNorFlash as _;
+use twinbank::update::Manifest;
+use twinbank::{BankState, ImageId, UpdateError, Updater};
+use twinbank_board::flash::Flash;
+use twinbank_board::semihosting::HostFile;
+use twinbank_board::session::{self, flags};
+use twinbank_board::{self as board, exit_code, uart, watchdog};
+
+mod gen {
+    include!(concat!(env!("OUT_DIR"), "/app_gen.rs"));
+}
+use gen::{BANK, BUILD_VERSION};
+
+const VARIANT: &str = if cfg!(feature = "fail-health") {
+    "fail-health"
+} else if cfg!(feature = "crash") {
+    "crash"
+} else if cfg!(feature = "hang") {
+    "hang"
+} else {
+    "healthy"
+};
+
+#[entry]
+fn main() -> ! {
+    watchdog::feed();
+    board::uart::init();
+    let mut out = uart();
+    let config = board::config();
+    let mut flash = Flash::new();
+    let bank_offset = config.layout.bank(BANK).offset.0;
+    let version = twinbank::image::read_header(&mut flash, bank_offset).map(|h| h.version);
+    match version {
+        Ok(v) => {
+            let _ = writeln!(
+                out,
+                "app: v{v} bank {BANK} ({VARIANT}, built as {BUILD_VERSION})"
+            );
+        }
+        Err(e) => {
+            let _ = writeln!(out, "app: cannot read own header: {e}");
+        }
+    }
+    let mut updater = match Updater::new(flash, config, BANK) {
+        Ok(u) => u,
+        Err(e) => fail("open updater", e),
+    };
+    let trial = matches!(
+        updater.state().map(|s| *s.bank(BANK)),
+        Some(BankState::Pending { .. })
+    );
+
+    if health_check() {
+        let _ = writeln!(out, "app: health ok");
+        if trial {
+            match updater.confirm() {
+                Ok(()) => {
+                    let _ = writeln!(out, "app: confirmed");
+                }
+                Err(e) => fail("confirm", e),
+            }
+        }
+    } else {
+        let _ = writeln!(out, "app: health FAIL");
+        if trial {
+            match updater.reject() {
+                Ok(()) => {
+                    let _ = writeln!(out, "app: rejected, resetting to roll back");
+                    board::reset()
+                }
+                Err(e) => fail("reject", e),
+            }
+        }
+        let _ = writeln!(
+            out,
+            "app: confirmed image is unhealthy; nothing to roll back to"
+        );
+    }
+
+    if let Some(path) = session::arg("update") {
+        if !session::flag(flags::UPDATE_DONE) {
+            session::set_flag(flags::UPDATE_DONE);
+            match install(&mut updater, path) {
+                Ok(id) => {
+                    let _ = writeln!(
+                        out,
+                        "app: installed {} into bank {}, resetting",
+                        id.version,
+                        BANK.other()
+                    );
+                    board::reset()
+                }
+                Err(e) => {
+                    let _ = writeln!(out, "app: update failed: {e}");
+                }
+            }
+        }
+    }
+
+    // `resets=N`: reset N times in this QEMU run (tests: the image keeps booting after resets).
+    if let Some(n) = session::arg("resets").and_then(|v| v.parse::<u32>().ok()) {
+        if session::boots() <= n {
+            let _ = writeln!(out, "app: reset {} of {n}", session::boots());
+            board::reset()
+        }
+    }
+
+    let s = session::stats();
+    let _ = writeln!(
+        out,
+        "app: flash stats ops={} erases={} writes={} bytes={}",
+        s.ops, s.erases, s.writes, s.bytes_programmed
+    );
+    if session::has("halt") {
+        board::exit(exit_code::OK)
+    }
+    idle()
+}
+
+/// The health check of each variant.
+fn health_check() -> bool {
+    watchdog::feed();
+    if cfg!(feature = "crash") {
+        let _ = writeln!(uart(), "app: crashing");
+        cortex_m::asm::udf()
+    }
+    if cfg!(feature = "hang") {
+        let _ = writeln!(uart(), "app: hanging");
+        #[allow(clippy::empty_loop)]
+        loop {}
+    }
+    if cfg!(feature = "fail-health") {
+        return false;
+    }
+    // The healthy check: the image we run from is still the one the boot state recorded.
+    true
+}
+
+/// Why an install failed.
+enum InstallError {
+    Open,
+    Image(twinbank::ImageError),
+    Update(UpdateError),
+    Read,
+}
+
+impl core::fmt::Display for InstallError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            InstallError::Open => f.write_str("cannot open the image file"),
+            InstallError::Image(e) => write!(f, "image refused: {e}"),
+            InstallError::Update(e) => write!(f, "{e}"),
+            InstallError::Read => f.write_str("read error"),
+        }
+    }
+}
+
+/// Streams the image at host `path` into the other bank: begin (checks, erases), chunks,
+/// finish (verifies, activates). The download is read in 1 KiB chunks, as from a network.
+fn install(updater: &mut Updater<'_, Flash>, path: &str) -> Result<ImageId, InstallError> {
+    let mut file = HostFile::open(path).ok_or(InstallError::Open)?;
+    let len = file.len();
+    let manifest = Manifest::read(&mut file, len).map_err(InstallError::Image)?;
+    let _ = writeln!(
+        uart(),
+        "app: downloading {} ({} bytes) into bank {}",
+        manifest.header.version,
+        manifest.total_len,
+        BANK.other()
+    );
+    let mut offset = updater.begin(&manifest).map_err(InstallError::Update)?;
+    let mut buf = [0u8; 1024];
+    while offset < manifest.total_len {
+        watchdog::feed();
+        let n = (manifest.total_len - offset).min(buf.len() as u32) as usize;
+        file.read(offset, &mut buf[..n])
+            .map_err(|_| InstallError::Read)?;
+        offset = updater
+            .write(offset, &buf[..n])
+            .map_err(InstallError::Update)?;
+    }
+    watchdog::feed();
+    updater.finish().map_err(InstallError::Update)
+}
+
+fn fail(what: &str, e: UpdateError) -> ! {
+    let _ = writeln!(uart(), "app: {what} failed: {e}");
+    board::exit(exit_code::APP_ERROR)
+}
+
+/// Idles: sleeps between SysTick ticks (10 per second), feeds the watchdog, echoes UART input.
+fn idle() -> ! {
+    let _ = writeln!(uart(), "app: idle");
+    // SAFETY: the app owns the core peripherals; nothing else uses SysTick.
+    let mut syst = unsafe { cortex_m::Peripherals::steal() }.SYST;
+    syst.set_clock_source(cortex_m::peripheral::syst::SystClkSource::Core);
+    syst.set_reload(watchdog::CLOCK_HZ / 10);
+    syst.clear_current();
+    syst.enable_interrupt();
+    syst.enable_counter();
+    let mut u = uart();
+    loop {
+        cortex_m::asm::wfi();
+        watchdog::feed();
+        while let Some(b) = u.try_read() {
+            u.write_byte(if b == b'\r' { b'\n' } else { b });
+        }
+    }
+}
+
+#[exception]
+fn SysTick() {}
+
+#[exception]
+unsafe fn HardFault(ef: &ExceptionFrame) -> ! {
+    board::hard_fault(ef, "app", true)
+}

@@ -1,0 +1,101 @@
+//! QEMU end to end: factory boot, resets, update → trial → confirm.
+
+mod qemu_support;
+use qemu_support::*;
+use twinbank::{Bank, BankState};
+
+#[test]
+fn factory_device_boots_v1_and_keeps_booting_it_after_resets() {
+    let dev = Device::factory("factory_boot");
+    // Power-on, then two guest resets inside the same QEMU run.
+    let o = dev.run(&["resets=2", "halt"]);
+    expect_exit_ok(&o);
+    assert_eq!(
+        o.boot_lines(),
+        vec!["twinbank: boot A 1.0.0+0 normal"; 3],
+        "output:\n{}",
+        o.output
+    );
+    expect_in_order(
+        &o,
+        &[
+            "app: v1.0.0+0 bank A",
+            "app: health ok",
+            "app: reset 1 of 2",
+            "app: reset 2 of 2",
+        ],
+    );
+    // Power cycles.
+    for _ in 0..2 {
+        let o = dev.run(&["halt"]);
+        expect_exit_ok(&o);
+        assert_eq!(o.boot_lines(), vec!["twinbank: boot A 1.0.0+0 normal"]);
+    }
+    // A normal boot writes nothing: still the factory record.
+    let s = dev.state();
+    assert_eq!(s.preferred, Bank::A);
+    assert!(matches!(s.bank(Bank::A), BankState::Confirmed(i) if i.version.major == 1));
+    assert_eq!(*s.bank(Bank::B), BankState::Empty);
+}
+
+#[test]
+fn update_trial_confirm_keeps_the_old_image_as_fallback() {
+    let f = fw();
+    let dev = Device::factory("update_confirm");
+    let v2 = f.v2();
+    let o = dev.run(&[&dev.update_arg("v2", &v2), "halt"]);
+    expect_exit_ok(&o);
+    expect_in_order(
+        &o,
+        &[
+            "twinbank: boot A 1.0.0+0 normal",
+            "app: installed 2.0.0+0 into bank B",
+            "twinbank: boot B 2.0.0+0 trial 2 left",
+            "app: v2.0.0+0 bank B",
+            "app: health ok",
+            "app: confirmed",
+        ],
+    );
+    let r = dev.report();
+    let s = r.state.unwrap();
+    assert_eq!(s.preferred, Bank::B);
+    let id2 = f.id(Bank::B, &v2, &f.keys);
+    let id1 = f.id(Bank::A, &f.v1(), &f.keys);
+    assert_eq!(confirmed(&s, Bank::B), Some(id2));
+    // The fallback bank still holds the old confirmed image, intact and signed (verified with
+    // any counter: confirming v2 raised the minimum counter to 2, so v1 is kept but no longer
+    // accepted — the anti-rollback policy of the signed counters 1 and 2).
+    assert_eq!(confirmed(&s, Bank::A), Some(id1));
+    assert_eq!(r.images[0].as_ref().unwrap().digest, id1.digest);
+    assert_eq!(r.images[1].as_ref().unwrap().digest, id2.digest);
+    assert_eq!(s.min_security_counter, 2);
+    // Later power-ons boot v2 normally.
+    let o = dev.run(&["halt"]);
+    expect_exit_ok(&o);
+    assert_eq!(o.boot_lines(), vec!["twinbank: boot B 2.0.0+0 normal"]);
+}
+
+#[test]
+fn without_a_bootable_image_the_shim_says_so_and_stops() {
+    let f = fw();
+    // Blank flash; then a bank holding an image signed by an untrusted key and no state.
+    let dev = Device::new("no_bootable_image", &firmware_blank());
+    let o = dev.run(&["halt"]);
+    assert_eq!(o.status, Some(2), "{}", o.output);
+    assert_eq!(
+        o.boot_lines(),
+        vec!["twinbank: no bootable image (bank A: empty; bank B: empty)"]
+    );
+    dev.place(
+        Bank::A,
+        &f.image_with("app-v1-A", Bank::A, "1.0.0", 1, &f.untrusted),
+    );
+    let o = dev.run(&["halt"]);
+    assert_eq!(o.status, Some(2), "{}", o.output);
+    assert!(!o.output.contains("app:"), "{}", o.output);
+    expect_in_order(&o, &["twinbank: no bootable image"]);
+}
+
+fn firmware_blank() -> Vec<u8> {
+    qemu_support::firmware::blank_flash(&fw().board)
+}

@@ -1,0 +1,259 @@
+//! Shared helpers of the QEMU end-to-end tests (`tests/tests/qemu_*.rs`).
+//!
+//! The firmware is built once per test binary into `target/qemu-tests/` (its own cargo target
+//! directory, so the `cargo test` that runs us does not block it; a stamp skips up-to-date
+//! variants), with its own trusted key. Every test gets its own directory and flash file under
+//! `target/qemu-tests/runs/<test>/`, and every QEMU run has a timeout.
+#![allow(dead_code)]
+
+#[path = "../../../xtask/src/firmware.rs"]
+pub mod firmware;
+#[path = "../../../xtask/src/qemu.rs"]
+pub mod qemu;
+
+use firmware::{Build, Signing};
+use qemu::{Outcome, Run};
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::Duration;
+use twinbank::board::BoardDescription;
+use twinbank::{Bank, BankState, BootState, ImageId, TrustedKey};
+
+/// Default timeout of one QEMU run.
+pub const TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The built firmware and the keys.
+pub struct Fw {
+    pub board: BoardDescription,
+    pub build: Build,
+    pub trusted: PathBuf,
+    pub untrusted: PathBuf,
+    pub keys: Vec<TrustedKey>,
+}
+
+static FW: OnceLock<Result<Fw, String>> = OnceLock::new();
+
+/// The firmware of the QEMU tests (built on first use).
+pub fn fw() -> &'static Fw {
+    let r = FW.get_or_init(|| {
+        if !qemu::available() {
+            return Err(
+                "qemu-system-arm is not installed: `apt-get install -y qemu-system-arm` \
+                        (or run `cargo xtask test`, which checks the prerequisites)"
+                    .into(),
+            );
+        }
+        let build = firmware::test_build();
+        let (trusted, untrusted) = firmware::test_keys(&build)?;
+        build.build(&firmware::test_variants())?;
+        let board = BoardDescription::load(&firmware::workspace_root().join("twinbank.toml"))
+            .map_err(|e| e.to_string())?;
+        let keys = vec![firmware::trusted_key(&trusted)?];
+        Ok(Fw {
+            board,
+            build,
+            trusted,
+            untrusted,
+            keys,
+        })
+    });
+    match r {
+        Ok(f) => f,
+        Err(e) => panic!("QEMU test firmware: {e}"),
+    }
+}
+
+impl Fw {
+    /// A signed image of app variant `elf` (see `firmware::test_variants`).
+    pub fn image_with(
+        &self,
+        elf: &str,
+        bank: Bank,
+        version: &str,
+        counter: u32,
+        key: &Path,
+    ) -> Vec<u8> {
+        firmware::sign_elf(
+            &self.build.elf(elf),
+            &Signing {
+                board: &self.board,
+                bank,
+                version,
+                security_counter: counter,
+                key,
+                pad_to: None,
+            },
+        )
+        .unwrap()
+    }
+
+    /// v1 (bank A, counter 1), signed with the trusted key.
+    pub fn v1(&self) -> Vec<u8> {
+        self.image_with("app-v1-A", Bank::A, "1.0.0", 1, &self.trusted)
+    }
+
+    /// v2 (bank B, counter 2), signed with the trusted key.
+    pub fn v2(&self) -> Vec<u8> {
+        self.image_with("app-v2-B", Bank::B, "2.0.0", 2, &self.trusted)
+    }
+
+    /// A faulty v3 for bank B (counter 3): `variant` is fail-health, crash or hang.
+    pub fn v3(&self, variant: &str) -> Vec<u8> {
+        self.image_with(
+            &format!("app-v3-B-{variant}"),
+            Bank::B,
+            "3.0.0",
+            3,
+            &self.trusted,
+        )
+    }
+
+    /// The identity of an image for `bank`, verified with `keys`.
+    pub fn id(&self, bank: Bank, image: &[u8], keys: &[TrustedKey]) -> ImageId {
+        firmware::image_id(&self.board, bank, image, keys).unwrap()
+    }
+
+    pub fn shim(&self) -> PathBuf {
+        self.build.elf("shim")
+    }
+}
+
+/// One test's device: a directory with its flash file and images.
+pub struct Device {
+    pub dir: PathBuf,
+    pub flash: PathBuf,
+}
+
+impl Device {
+    /// A fresh directory for test `name` with a flash file holding `contents`.
+    pub fn new(name: &str, contents: &[u8]) -> Device {
+        let dir = firmware::workspace_root()
+            .join("target/qemu-tests/runs")
+            .join(name);
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let flash = dir.join("flash.bin");
+        qemu::write_flash(&flash, contents).unwrap();
+        Device { dir, flash }
+    }
+
+    /// A factory-provisioned device: v1 in bank A, confirmed.
+    pub fn factory(name: &str) -> Device {
+        let f = fw();
+        Device::new(
+            name,
+            &firmware::factory_flash(&f.board, &f.v1(), &f.keys).unwrap(),
+        )
+    }
+
+    /// Saves an image next to the flash file; returns the `update=PATH` argument.
+    pub fn update_arg(&self, name: &str, image: &[u8]) -> String {
+        let p = self.dir.join(format!("{name}.img"));
+        std::fs::write(&p, image).unwrap();
+        format!("update={}", p.display())
+    }
+
+    /// Runs QEMU with `args` (a timeout, and the UART log appended to `uart.log`).
+    pub fn run(&self, args: &[&str]) -> Outcome {
+        self.run_with(args, TIMEOUT)
+    }
+
+    pub fn run_with(&self, args: &[&str], timeout: Duration) -> Outcome {
+        let mut r = Run::new(&fw().shim(), &self.flash, timeout);
+        r.args = args.iter().map(|s| s.to_string()).collect();
+        let o = r.run().unwrap();
+        self.log(args, &o);
+        o
+    }
+
+    pub fn log(&self, args: &[&str], o: &Outcome) {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("uart.log"))
+            .unwrap();
+        let _ = writeln!(
+            f,
+            "=== run {args:?} -> status {:?} timed_out {}",
+            o.status, o.timed_out
+        );
+        let _ = f.write_all(o.output.as_bytes());
+    }
+
+    /// The flash contents.
+    pub fn read(&self) -> Vec<u8> {
+        std::fs::read(&self.flash).unwrap()
+    }
+
+    /// State and per-bank verification, read through the device crate.
+    pub fn report(&self) -> firmware::FlashReport {
+        let f = fw();
+        firmware::inspect(&f.board, &self.read(), &f.keys).unwrap()
+    }
+
+    /// The current boot state (panics when there is none).
+    pub fn state(&self) -> BootState {
+        self.report().state.expect("a valid boot state")
+    }
+
+    /// Appends a state record after the first one (slot 1 of the state region, sequence 2):
+    /// what the device would write; for tests that stage a state.
+    pub fn push_state(&self, state: &BootState) {
+        let f = fw();
+        let layout = f.board.layout().unwrap();
+        let mut flash = self.read();
+        let o = layout.state().offset.0 as usize + twinbank::state::RECORD_SIZE;
+        assert!(flash[o..o + twinbank::state::RECORD_SIZE]
+            .iter()
+            .all(|&b| b == 0xFF));
+        let rec = twinbank::state::record::encode(state, 2);
+        flash[o..o + rec.len()].copy_from_slice(&rec);
+        qemu::write_flash(&self.flash, &flash).unwrap();
+    }
+
+    /// Puts `image` into `bank` (the bank's first sectors are overwritten as a programmer would).
+    pub fn place(&self, bank: Bank, image: &[u8]) {
+        let f = fw();
+        let mut flash = self.read();
+        firmware::place(&f.board, &mut flash, bank, image).unwrap();
+        qemu::write_flash(&self.flash, &flash).unwrap();
+    }
+}
+
+/// Asserts that `needles` appear in the UART output in this order (each on its own line).
+#[track_caller]
+pub fn expect_in_order(o: &Outcome, needles: &[&str]) {
+    let lines = o.lines();
+    let mut at = 0;
+    for n in needles {
+        match lines[at..].iter().position(|l| l.contains(n)) {
+            Some(i) => at += i + 1,
+            None => panic!(
+                "expected {n:?} (in order {needles:?}) in the UART output:\n{}\nstderr: {}",
+                o.output, o.stderr
+            ),
+        }
+    }
+}
+
+/// Asserts a clean end of the run (the app's `halt`).
+#[track_caller]
+pub fn expect_exit_ok(o: &Outcome) {
+    assert_eq!(
+        o.status,
+        Some(0),
+        "QEMU status (timed out: {}); output:\n{}\nstderr: {}",
+        o.timed_out,
+        o.output,
+        o.stderr
+    );
+}
+
+/// The confirmed image of `bank` in `state`, if any.
+pub fn confirmed(state: &BootState, bank: Bank) -> Option<ImageId> {
+    match state.bank(bank) {
+        BankState::Confirmed(id) => Some(*id),
+        _ => None,
+    }
+}

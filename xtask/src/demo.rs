@@ -1,11 +1,13 @@
 //! `cargo xtask demo`, `cargo xtask qemu` and `cargo xtask firmware`: the QEMU demo device.
 //!
 //! `demo` checks the tools (installs the thumbv7m target with rustup; qemu-system-arm with
-//! apt-get when run as root, otherwise says how), builds the shim and the demo apps, makes a
-//! signing key, signs v1 (bank A), v2 (bank B) and a faulty v3 (bank A), provisions a flash file
-//! with v1, runs the update story under QEMU, narrates it one line per step, and ends with a
-//! table of the banks read from the flash file through the device crate. Exit status 1 when a
-//! step did not behave.
+//! apt-get when run as root, otherwise says how), builds the shim, the demo apps and the host
+//! tool, makes a signing key, signs v1 (bank A, counter 1), v2 (bank B, counter 1: v1 stays a
+//! fallback the operator can roll back to) and a faulty v3 (bank A, counter 3),
+//! provisions a flash file with v1, and runs the update story under QEMU the operator's way:
+//! `twinbank serial upload … --activate --reboot --wait-confirm` over the device's UART (relayed
+//! to a TCP port). It narrates the story one line per step and ends with a table of the banks
+//! read from the flash file through the device crate. Exit status 1 when a step did not behave.
 
 use crate::firmware::{self, Build, Signing, Variant};
 use crate::qemu::{self, Outcome, Run};
@@ -78,7 +80,7 @@ impl Demo {
         println!("firmware {}", self.build.out_dir.display());
         for (name, elf, bank, version, counter) in [
             ("v1", "app-v1-A", Bank::A, "1.0.0", 1),
-            ("v2", "app-v2-B", Bank::B, "2.0.0", 2),
+            ("v2", "app-v2-B", Bank::B, "2.0.0", 1),
             ("v3", "app-v3-A-fail-health", Bank::A, "3.0.0", 3),
         ] {
             let img = firmware::sign_elf(
@@ -230,33 +232,106 @@ pub fn demo(args: &[String]) -> Result<(), String> {
     }
 }
 
+/// Builds the host tool (`twinbank`) the demo drives the device with; returns its path.
+fn host_tool() -> Result<PathBuf, String> {
+    let ws = workspace();
+    let st = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .current_dir(&ws)
+        .args([
+            "build",
+            "--quiet",
+            "-p",
+            "twinbank-host",
+            "--bin",
+            "twinbank",
+        ])
+        .status()
+        .map_err(|e| format!("cargo: {e}"))?;
+    if !st.success() {
+        return Err("building the host tool (twinbank) failed".into());
+    }
+    Ok(ws
+        .join("target/debug")
+        .join(format!("twinbank{}", std::env::consts::EXE_SUFFIX)))
+}
+
+/// One `twinbank serial --tcp ADDR …` run: (success, stdout, stderr).
+fn serial(tool: &Path, addr: &str, args: &[&str]) -> Result<(bool, String, String), String> {
+    let out = Command::new(tool)
+        .args(["serial", "--tcp", addr])
+        .args(args)
+        .output()
+        .map_err(|e| format!("{}: {e}", tool.display()))?;
+    Ok((
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    ))
+}
+
+/// The line of `text` that contains `needle`.
+fn line_with<'a>(text: &'a str, needle: &str) -> Option<&'a str> {
+    text.lines().find(|l| l.contains(needle))
+}
+
+/// Prints the host tool's messages (progress lines shortened to the last one).
+fn show_tool(stderr: &str) {
+    let lines: Vec<&str> = stderr.lines().collect();
+    let last_progress = lines.iter().rposition(|l| l.contains("% ("));
+    for (i, l) in lines.iter().enumerate() {
+        if l.contains("% (") && Some(i) != last_progress {
+            continue;
+        }
+        println!("      | {l}");
+    }
+}
+
 fn run_demo(verbose: bool) -> Result<bool, String> {
     println!("== twinbank demo: A/B updates on an emulated MPS2-AN385 (QEMU)");
     check_tools()?;
     let demo = Demo::new()?;
     demo.prepare(true)?;
-    let img = |n: &str| format!("update={}", demo.image(n).display());
-    let halt = "halt".to_string();
+    let tool = host_tool()?;
+    println!("host     {}", tool.display());
     let mut story = Story { step: 0, failed: 0 };
 
-    println!("== power on with update=v2 (the app downloads v2 through semihosting)");
-    let o = demo.run(&[img("v2"), halt.clone()])?;
-    save_log(&demo.dir, "run1", &o);
-    if verbose {
-        print!("{}", o.output);
-    }
-    let lines = o.lines();
-    let mut at = 0;
+    println!("== power on: v1 serves the serial protocol on its UART (relayed to a TCP port)");
+    let running = Run::new(&demo.shim(), &demo.flash(), RUN_TIMEOUT).spawn()?;
+    running.kill_after(RUN_TIMEOUT);
+    let relay = running.serve_tcp()?;
+    let addr = relay.addr();
+    let mut running = running;
+    running.wait_for_text("app: serving the serial protocol", Duration::from_secs(20));
+    let uart = |r: &qemu::Running, mark: usize| qemu::device_text(&r.output_bytes()[mark..]);
+    let t = uart(&running, 0);
     story.step(
         "v1 boots, confirmed",
-        find(&lines, &mut at, "twinbank: boot A 1.0.0+0 normal"),
+        line_with(&t, "twinbank: boot A 1.0.0+0 normal"),
     );
     story.step(
-        "update to v2 (bank B)",
-        find(&lines, &mut at, "app: installed 2.0.0+0 into bank B"),
+        "v1 serves the serial protocol",
+        line_with(&t, "app: serving the serial protocol"),
     );
+
+    let v2 = demo.image("v2").display().to_string();
+    println!("== twinbank serial --tcp {addr} upload {v2} --activate --reboot --wait-confirm");
+    let mark = running.output_bytes().len();
+    let (ok, _, err) = serial(
+        &tool,
+        &addr,
+        &["upload", &v2, "--activate", "--reboot", "--wait-confirm"],
+    )?;
+    show_tool(&err);
     story.step(
-        "trial boot of v2",
+        "upload v2 over the UART, activate (bank B)",
+        line_with(&err, "verified and activated 2.0.0+0 in bank B").filter(|_| ok),
+    );
+    running.wait_for_text("app: confirmed", Duration::from_secs(20));
+    let t = uart(&running, mark);
+    let lines: Vec<&str> = t.lines().collect();
+    let mut at = 0;
+    story.step(
+        "reboot: trial boot of v2",
         find(&lines, &mut at, "twinbank: boot B 2.0.0+0 trial"),
     );
     story.step(
@@ -264,26 +339,29 @@ fn run_demo(verbose: bool) -> Result<bool, String> {
         find(&lines, &mut at, "app: health ok"),
     );
     story.step("v2 confirmed", find(&lines, &mut at, "app: confirmed"));
-    story.exit(&o);
+    story.step(
+        "the host tool sees the confirm",
+        line_with(&err, "bank B confirmed 2.0.0+0").filter(|_| ok),
+    );
 
-    println!("== power on with update=v3 (faulty: its health check fails)");
-    let o = demo.run(&[img("v3"), halt.clone()])?;
-    save_log(&demo.dir, "run2", &o);
-    if verbose {
-        print!("{}", o.output);
-    }
-    let lines = o.lines();
+    let v3 = demo.image("v3").display().to_string();
+    println!("== twinbank serial --tcp {addr} upload {v3} --activate --reboot --wait-confirm (v3 is faulty: its health check fails)");
+    let mark = running.output_bytes().len();
+    let (ok, _, err) = serial(
+        &tool,
+        &addr,
+        &["upload", &v3, "--activate", "--reboot", "--wait-confirm"],
+    )?;
+    show_tool(&err);
+    story.step(
+        "upload v3 over the UART, activate (bank A)",
+        line_with(&err, "verified and activated 3.0.0+0 in bank A"),
+    );
+    let t = uart(&running, mark);
+    let lines: Vec<&str> = t.lines().collect();
     let mut at = 0;
     story.step(
-        "v2 boots, confirmed",
-        find(&lines, &mut at, "twinbank: boot B 2.0.0+0 normal"),
-    );
-    story.step(
-        "update to v3 (bank A)",
-        find(&lines, &mut at, "app: installed 3.0.0+0 into bank A"),
-    );
-    story.step(
-        "trial boot of v3",
+        "reboot: trial boot of v3",
         find(&lines, &mut at, "twinbank: boot A 3.0.0+0 trial"),
     );
     story.step(
@@ -301,11 +379,29 @@ fn run_demo(verbose: bool) -> Result<bool, String> {
     let again = find(&lines, &mut at, "app: v2.0.0+0 bank B")
         .and_then(|_| find(&lines, &mut at, "app: health ok"));
     story.step("v2 runs again", again);
-    story.exit(&o);
+    story.step(
+        "the host tool reports the rollback (exit 1)",
+        line_with(&err, "rolled back to bank B").filter(|_| !ok),
+    );
 
-    println!("== power on again (no update)");
-    let o = demo.run(std::slice::from_ref(&halt))?;
-    save_log(&demo.dir, "run3", &o);
+    println!("== twinbank serial --tcp {addr} status");
+    let (ok, out, err) = serial(&tool, &addr, &["status"])?;
+    for l in out.lines().chain(err.lines()) {
+        println!("      | {l}");
+    }
+    story.step(
+        "status: v2 confirmed and preferred",
+        line_with(&out, "B*    confirmed   2.0.0+0").filter(|_| ok),
+    );
+    let o = running.kill9();
+    let _ = std::fs::write(demo.dir.join("run1.uart.log"), qemu::device_text(&o.raw));
+    if verbose {
+        print!("{}", qemu::device_text(&o.raw));
+    }
+
+    println!("== power off, power on again");
+    let o = demo.run(&["halt".to_string()])?;
+    save_log(&demo.dir, "run2", &o);
     if verbose {
         print!("{}", o.output);
     }
@@ -325,7 +421,7 @@ fn run_demo(verbose: bool) -> Result<bool, String> {
     if !ok_table {
         story.failed += 1;
     }
-    println!("UART logs: {}/run{{1,2,3}}.uart.log", demo.dir.display());
+    println!("UART logs: {}/run{{1,2}}.uart.log", demo.dir.display());
     if story.failed == 0 {
         println!("demo: all {} steps behaved", story.step);
         Ok(true)
@@ -381,29 +477,31 @@ fn print_table(demo: &Demo) -> Result<bool, String> {
     Ok(ok)
 }
 
-/// `cargo xtask qemu [--flash FILE] [--update IMAGE]`: the demo device for a person.
+/// `cargo xtask qemu [--flash FILE] [--tcp]`: the demo device for a person, its UART on a
+/// pseudo-terminal (`serial: /dev/pts/N`) for `twinbank serial --port`, or with `--tcp` on a
+/// local TCP port (`serial: tcp:127.0.0.1:N`) for `twinbank serial --tcp`.
 pub fn qemu_cmd(args: &[String]) -> Result<(), String> {
     let mut flash = None;
-    let mut update = None;
+    let mut tcp = false;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
             "--flash" => flash = it.next().map(PathBuf::from),
-            "--update" => update = it.next().cloned(),
+            "--tcp" => tcp = true,
             other => {
                 return Err(format!(
-                    "qemu: unknown argument {other}\nusage: cargo xtask qemu [--flash FILE] [--update IMAGE]"
+                    "qemu: unknown argument {other}\nusage: cargo xtask qemu [--flash FILE] [--tcp]"
                 ))
             }
         }
     }
-    match run_interactive(flash, update)? {
+    match run_interactive(flash, tcp)? {
         0 => Ok(()),
         code => Err(format!("QEMU ended with status {code}")),
     }
 }
 
-fn run_interactive(flash: Option<PathBuf>, update: Option<String>) -> Result<i32, String> {
+fn run_interactive(flash: Option<PathBuf>, tcp: bool) -> Result<i32, String> {
     check_tools()?;
     let demo = Demo::new()?;
     demo.prepare(false)?;
@@ -418,24 +516,29 @@ fn run_interactive(flash: Option<PathBuf>, update: Option<String>) -> Result<i32
             demo.board.flash.size
         ));
     }
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map_err(|e| e.to_string())?
-        .port();
-    let mut run = Run::new(&demo.shim(), &flash, Duration::MAX);
-    if let Some(u) = update {
-        let abs = std::fs::canonicalize(&u).map_err(|e| format!("{u}: {e}"))?;
-        run.args.push(format!("update={}", abs.display()));
-    }
-    let mut cmd = run.command(&format!(
-        "tcp:127.0.0.1:{port},server=on,wait=on,nodelay=on"
-    ));
+    let running = Run::new(&demo.shim(), &flash, Duration::MAX).spawn()?;
     println!("flash: {}", flash.display());
-    println!("serial: tcp:127.0.0.1:{port}");
-    println!("  connect with `nc 127.0.0.1 {port}` (the board starts when you connect; typed text is echoed)");
-    println!("  stop with Ctrl-C");
-    let status = cmd.status().map_err(|e| format!("{}: {e}", qemu::QEMU))?;
-    Ok(status.code().unwrap_or(1))
+    // The relay lives as long as QEMU (the pty relay also shows the device's text lines here).
+    let (_pty, _tcp);
+    if tcp {
+        let relay = running.serve_tcp()?;
+        println!("serial: tcp:{}", relay.addr());
+        println!("  e.g. twinbank serial --tcp {} status", relay.addr());
+        _tcp = relay;
+    } else {
+        let pty = running.serve_pty(|line| println!("device| {line}"))?;
+        println!("serial: {}", pty.path);
+        println!("  e.g. twinbank serial --port {} status", pty.path);
+        _pty = pty;
+    }
+    println!(
+        "  signed images to upload: {} (v2 for bank B), {}",
+        demo.image("v2").display(),
+        demo.image("v3").display()
+    );
+    println!("  the device's text lines are shown here as `device| …`; stop with Ctrl-C");
+    let o = running.wait();
+    Ok(o.status.unwrap_or(1))
 }
 
 /// `cargo xtask firmware [--measure]`: builds the demo firmware; `--measure` also takes the
@@ -472,6 +575,77 @@ fn parse_kv(line: &str, key: &str) -> Option<u64> {
     line.split_whitespace()
         .find_map(|w| w.strip_prefix(key).and_then(|r| r.strip_prefix('=')))
         .and_then(|v| v.parse().ok())
+}
+
+type SerialRow = (usize, u64, f64, f64, f64);
+
+/// Uploads v2 padded to 64 KiB and 256 KiB over the UART of a served QEMU device with the host
+/// tool; returns its figures and the app's RAM line.
+fn measure_serial(
+    demo: &Demo,
+    keys: &[twinbank::TrustedKey],
+    work: &Path,
+) -> Result<(Vec<SerialRow>, String), String> {
+    let tool = host_tool()?;
+    let mut rows = Vec::new();
+    let mut ram = String::new();
+    for size in [64 * 1024usize, 256 * 1024] {
+        let sign = |elf: &str, bank, version, counter| {
+            firmware::sign_elf(
+                &demo.build.elf(elf),
+                &Signing {
+                    board: &demo.board,
+                    bank,
+                    version,
+                    security_counter: counter,
+                    key: &demo.key,
+                    pad_to: Some(size),
+                },
+            )
+        };
+        let a = sign("app-v1-A", Bank::A, "1.0.0", 1)?;
+        let b = sign("app-v2-B", Bank::B, "2.0.0", 2)?;
+        let path = work.join("flash.bin");
+        qemu::write_flash(&path, &firmware::factory_flash(&demo.board, &a, keys)?)?;
+        let img = work.join("serial.img");
+        std::fs::write(&img, &b).map_err(|e| e.to_string())?;
+        let mut running = Run::new(&demo.shim(), &path, Duration::from_secs(120)).spawn()?;
+        running.kill_after(Duration::from_secs(120));
+        let relay = running.serve_tcp()?;
+        if !running.wait_for_text("app: serving", Duration::from_secs(20)) {
+            return Err(format!("the app does not serve:\n{}", running.text()));
+        }
+        ram = running
+            .text()
+            .lines()
+            .find(|l| l.contains("RAM:"))
+            .unwrap_or("")
+            .to_string();
+        let (ok, out, err) = serial(
+            &tool,
+            &relay.addr(),
+            &["upload", &img.display().to_string(), "--json"],
+        )?;
+        let _ = running.kill9();
+        if !ok {
+            return Err(format!("serial upload failed: {err}"));
+        }
+        let j = |k: &str| {
+            out.split(&format!("\"{k}\":"))
+                .nth(1)
+                .and_then(|r| r.split([',', '}']).next())
+                .and_then(|v| v.trim().parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        rows.push((
+            b.len(),
+            j("wire_bytes") as u64,
+            j("payload_ratio"),
+            j("seconds"),
+            j("kib_per_s"),
+        ));
+    }
+    Ok((rows, ram))
 }
 
 fn measure(demo: &Demo) -> Result<(), String> {
@@ -563,6 +737,7 @@ fn measure(demo: &Demo) -> Result<(), String> {
             parse_kv(&line, "bytes").unwrap_or(0),
         ));
     }
+    let serial_rows = measure_serial(demo, &keys, &work)?;
     println!(
         "\nShim (release profile `firmware`: opt s, LTO), {}:",
         demo.shim().display()
@@ -583,6 +758,16 @@ fn measure(demo: &Demo) -> Result<(), String> {
     for (size, kind, n) in &rows {
         println!("| {size} B | {kind} | {n} |");
     }
+    println!("\nSerial upload over the UART (`twinbank serial --tcp … upload --json`, no resume):");
+    println!("| image | bytes on the wire (host → device) | payload / wire | seconds | KiB/s |");
+    println!("|---|---|---|---|---|");
+    for (size, wire, ratio, secs, kib) in &serial_rows.0 {
+        println!("| {size} B | {wire} | {ratio:.4} | {secs:.2} | {kib:.1} |");
+    }
+    println!(
+        "\nProtocol RAM in the demo app (statics; the app prints them when it starts serving):"
+    );
+    println!("{}", serial_rows.1);
     println!("\nFlash work per update (install + activate + trial + confirm):");
     println!("| image size | flash ops | sector erases | write calls | bytes programmed | programmed / image |");
     println!("|---|---|---|---|---|---|");

@@ -14,9 +14,17 @@ mod tools;
 
 /// `cargo xtask powercut ARGS`: the harness in release mode.
 pub fn powercut(args: &[String]) -> Result<(), String> {
-    let mut c = std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    let mut c =
+        std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     c.current_dir(tools::root())
-        .args(["run", "--release", "--quiet", "-p", "twinbank-powercut", "--"])
+        .args([
+            "run",
+            "--release",
+            "--quiet",
+            "-p",
+            "twinbank-powercut",
+            "--",
+        ])
         .args(args);
     tools::run(&mut c)
 }

@@ -5,13 +5,19 @@
 //!
 //! Guest arguments (`-semihosting-config arg=…`, read once per QEMU process by the board crate):
 //! `update=PATH` (the app installs this image), `halt` (the app ends QEMU when done),
-//! `cut=N` (power fails during flash operation N, counted from the QEMU start).
+//! `cut=N` (power fails during flash operation N, counted from the QEMU start),
+//! `manual-confirm` (a trial image waits for the operator's confirm).
+//!
+//! Without `halt`, the demo app serves the serial protocol on its UART: [`Running::serve_tcp`]
+//! relays it to TCP clients (`twinbank serial --tcp`), [`Running::serve_pty`] to a
+//! pseudo-terminal (`twinbank serial --port /dev/pts/N`). QEMU always connects to our own
+//! listener (no port race, no lost early output) and every byte is kept in the run's log.
 //!
 //! Also compiled into the QEMU tests (`tests/tests/qemu_support/mod.rs`): std only.
 #![allow(dead_code)]
 
-use std::io::Read;
-use std::net::TcpListener;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -42,8 +48,10 @@ pub struct Run {
 pub struct Outcome {
     /// QEMU's exit status (`None`: killed by us or by a signal).
     pub status: Option<i32>,
-    /// Everything the guest printed on UART0.
+    /// Everything the guest printed on UART0 (lossy UTF-8).
     pub output: String,
+    /// The same, raw bytes (protocol frames intact; see [`device_text`]).
+    pub raw: Vec<u8>,
     /// QEMU's stderr.
     pub stderr: String,
     /// Killed because of the timeout.
@@ -141,19 +149,29 @@ impl Run {
         }
         listener.set_nonblocking(true).map_err(|e| e.to_string())?;
         let output = Arc::new(Mutex::new(Vec::new()));
+        let sink: Sink = Arc::new(Mutex::new(None));
+        let mut uart = None;
         let mut reader = None;
         let mut exited = false;
         loop {
             match listener.accept() {
                 Ok((mut stream, _)) => {
                     let _ = stream.set_nonblocking(false);
-                    let sink = output.clone();
+                    let _ = stream.set_nodelay(true);
+                    uart = stream.try_clone().ok();
+                    let log = output.clone();
+                    let forward = sink.clone();
                     reader = Some(std::thread::spawn(move || {
                         let mut buf = [0u8; 4096];
                         loop {
                             match stream.read(&mut buf) {
                                 Ok(0) | Err(_) => break,
-                                Ok(n) => sink.lock().unwrap().extend_from_slice(&buf[..n]),
+                                Ok(n) => {
+                                    log.lock().unwrap().extend_from_slice(&buf[..n]);
+                                    if let Some(f) = forward.lock().unwrap().as_mut() {
+                                        f(&buf[..n]);
+                                    }
+                                }
                             }
                         }
                     }));
@@ -180,6 +198,9 @@ impl Run {
         Ok(Running {
             child,
             output,
+            sink,
+            uart,
+            collected: Arc::new(Mutex::new(false)),
             stderr,
             reader,
             stderr_reader,
@@ -196,10 +217,16 @@ impl Run {
     }
 }
 
+/// Where the UART output goes besides the log (a relay's client).
+type Sink = Arc<Mutex<Option<Box<dyn FnMut(&[u8]) + Send>>>>;
+
 /// A QEMU child and its UART output so far.
 pub struct Running {
     child: Child,
     output: Arc<Mutex<Vec<u8>>>,
+    sink: Sink,
+    uart: Option<TcpStream>,
+    collected: Arc<Mutex<bool>>,
     stderr: Arc<Mutex<Vec<u8>>>,
     reader: Option<std::thread::JoinHandle<()>>,
     stderr_reader: Option<std::thread::JoinHandle<()>>,
@@ -212,6 +239,193 @@ impl Running {
     /// The UART output so far.
     pub fn output(&self) -> String {
         String::from_utf8_lossy(&self.output.lock().unwrap()).into_owned()
+    }
+
+    /// The UART output so far, raw bytes (protocol frames included).
+    pub fn output_bytes(&self) -> Vec<u8> {
+        self.output.lock().unwrap().clone()
+    }
+
+    /// The device's text lines so far (protocol frames left out).
+    pub fn text(&self) -> String {
+        device_text(&self.output.lock().unwrap())
+    }
+
+    /// Waits until the device's text contains `needle`; false after `timeout` or a QEMU exit.
+    pub fn wait_for_text(&mut self, needle: &str, timeout: Duration) -> bool {
+        let end = Instant::now() + timeout;
+        loop {
+            if self.text().contains(needle) {
+                return true;
+            }
+            if Instant::now() > end || !self.alive() {
+                return self.text().contains(needle);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Kills QEMU (SIGKILL) once `timeout` has passed since its start, unless the run was
+    /// collected before (for runs that are driven from outside, e.g. by a relay's client).
+    #[cfg(unix)]
+    pub fn kill_after(&self, timeout: Duration) {
+        let pid = self.child.id() as libc::pid_t;
+        let collected = self.collected.clone();
+        let left = timeout.saturating_sub(self.started.elapsed());
+        std::thread::spawn(move || {
+            std::thread::sleep(left);
+            // The child is reaped only after `collected` is set, so the pid is still ours.
+            let c = collected.lock().unwrap();
+            if !*c {
+                // SAFETY: signals our own child process.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        });
+    }
+
+    /// True while QEMU runs.
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Relays the UART to TCP clients: the host tool connects (`twinbank serial --tcp ADDR`), one
+    /// client at a time (a new one replaces the old). Every byte the device sends stays in the
+    /// log; while no client is connected it goes nowhere else, as on a real cable.
+    pub fn serve_tcp(&self) -> Result<TcpRelay, String> {
+        let uart = self
+            .uart
+            .as_ref()
+            .ok_or("QEMU never connected its UART")?
+            .try_clone()
+            .map_err(|e| e.to_string())?;
+        let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("listen: {e}"))?;
+        let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        let client: Arc<Mutex<Option<TcpStream>>> = Arc::new(Mutex::new(None));
+        let sink = self.sink.clone();
+        let current = client.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(conn) = conn else { return };
+                let _ = conn.set_nodelay(true);
+                let (Ok(mut to_client), Ok(mut from_client), Ok(mut to_uart)) =
+                    (conn.try_clone(), conn.try_clone(), uart.try_clone())
+                else {
+                    continue;
+                };
+                if let Some(old) = current.lock().unwrap().replace(conn) {
+                    let _ = old.shutdown(std::net::Shutdown::Both);
+                }
+                *sink.lock().unwrap() = Some(Box::new(move |b: &[u8]| {
+                    let _ = to_client.write_all(b);
+                }));
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 4096];
+                    loop {
+                        match from_client.read(&mut buf) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => {
+                                if to_uart.write_all(&buf[..n]).is_err() {
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        Ok(TcpRelay { addr, client })
+    }
+
+    /// Relays the UART to a pseudo-terminal (for `twinbank serial --port /dev/pts/N`), and calls
+    /// `text` with each text line the device prints. Returns the terminal's path.
+    #[cfg(unix)]
+    pub fn serve_pty(
+        &self,
+        mut text: impl FnMut(&str) + Send + 'static,
+    ) -> Result<PtyRelay, String> {
+        use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+        let mut uart = self
+            .uart
+            .as_ref()
+            .ok_or("QEMU never connected its UART")?
+            .try_clone()
+            .map_err(|e| e.to_string())?;
+        let (mut master, mut slave) = (-1, -1);
+        // SAFETY: openpty writes two descriptors; the name, termios and size are not asked for.
+        let r = unsafe {
+            libc::openpty(
+                &mut master,
+                &mut slave,
+                std::ptr::null_mut(),
+                std::ptr::null(),
+                std::ptr::null(),
+            )
+        };
+        if r != 0 {
+            return Err(format!("openpty: {}", std::io::Error::last_os_error()));
+        }
+        // SAFETY: both descriptors are new and ours.
+        let (master, slave) =
+            unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
+        // Raw mode on the terminal (no echo, no line editing, no CR/LF translation): the host
+        // tool sets it too, but bytes may arrive before it opens the terminal. The slave stays
+        // open here, so the master never reads EIO between two host tool runs.
+        // SAFETY: plain termios calls on our descriptor.
+        unsafe {
+            let mut t: libc::termios = std::mem::zeroed();
+            if libc::tcgetattr(slave.as_raw_fd(), &mut t) != 0 {
+                return Err(format!("tcgetattr: {}", std::io::Error::last_os_error()));
+            }
+            libc::cfmakeraw(&mut t);
+            libc::tcsetattr(slave.as_raw_fd(), libc::TCSANOW, &t);
+            let fl = libc::fcntl(master.as_raw_fd(), libc::F_GETFL);
+            libc::fcntl(master.as_raw_fd(), libc::F_SETFL, fl | libc::O_NONBLOCK);
+        }
+        let path = std::fs::read_link(format!("/proc/self/fd/{}", slave.as_raw_fd()))
+            .map_err(|e| format!("pty name: {e}"))?;
+        let master = std::fs::File::from(master);
+        let mut to_pty = master.try_clone().map_err(|e| e.to_string())?;
+        let mut lines = TextLines::default();
+        // The text printed before the relay started first, then the rest as it comes (the log
+        // lock keeps the reader thread out meanwhile, so no byte is missed or repeated).
+        let log = self.output.lock().unwrap();
+        lines.push(&log, &mut text);
+        *self.sink.lock().unwrap() = Some(Box::new(move |b: &[u8]| {
+            // Non-blocking: when nobody reads the terminal and its buffer is full, bytes are
+            // dropped (as on a cable with nobody listening) instead of stalling the device.
+            let _ = to_pty.write(b);
+            lines.push(b, &mut text);
+        }));
+        drop(log);
+        let mut from_pty = master;
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            loop {
+                match from_pty.read(&mut buf) {
+                    Ok(0) => std::thread::sleep(Duration::from_millis(5)),
+                    Ok(n) => {
+                        if uart.write_all(&buf[..n]).is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        let mut p = libc::pollfd {
+                            fd: from_pty.as_raw_fd(),
+                            events: libc::POLLIN,
+                            revents: 0,
+                        };
+                        // SAFETY: one valid pollfd.
+                        unsafe { libc::poll(&mut p, 1, 100) };
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(_) => std::thread::sleep(Duration::from_millis(50)),
+                }
+            }
+        });
+        Ok(PtyRelay {
+            path: path.display().to_string(),
+            _slave: slave,
+        })
     }
 
     /// SIGKILL now (`kill -9`), then collect.
@@ -241,6 +455,7 @@ impl Running {
     }
 
     fn finish(mut self, status: Option<i32>, timed_out: bool, stopped: bool) -> Outcome {
+        *self.collected.lock().unwrap() = true;
         let _ = self.child.wait();
         if let Some(r) = self.reader.take() {
             let _ = r.join();
@@ -251,6 +466,7 @@ impl Running {
         Outcome {
             status,
             output: self.output(),
+            raw: self.output_bytes(),
             stderr: String::from_utf8_lossy(&self.stderr.lock().unwrap()).into_owned(),
             timed_out,
             stopped,
@@ -274,4 +490,108 @@ pub fn available() -> bool {
         .stderr(Stdio::null())
         .status()
         .is_ok_and(|s| s.success())
+}
+
+/// The TCP side of [`Running::serve_tcp`].
+pub struct TcpRelay {
+    /// Where the host tool connects (`--tcp ADDR`).
+    pub addr: SocketAddr,
+    client: Arc<Mutex<Option<TcpStream>>>,
+}
+
+impl TcpRelay {
+    /// The address as `HOST:PORT`.
+    pub fn addr(&self) -> String {
+        self.addr.to_string()
+    }
+
+    /// Pulls the cable: closes the current client's connection.
+    pub fn cut(&self) {
+        if let Some(c) = self.client.lock().unwrap().take() {
+            let _ = c.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
+/// The pseudo-terminal of [`Running::serve_pty`] (kept open while this lives).
+#[cfg(unix)]
+pub struct PtyRelay {
+    /// `/dev/pts/N`.
+    pub path: String,
+    _slave: std::os::fd::OwnedFd,
+}
+
+/// The device's text lines in a UART capture: protocol frames (the bytes between two 0x00
+/// delimiters that decode as a response) are left out, the rest is text.
+/// The last segment (no delimiter yet) counts up to its last newline, when that part is
+/// printable text (it may be the start of a frame still arriving).
+pub fn device_text(bytes: &[u8]) -> String {
+    let mut out = String::new();
+    let segs: Vec<&[u8]> = bytes.split(|&b| b == 0).collect();
+    for (i, seg) in segs.iter().enumerate() {
+        let seg = if i + 1 == segs.len() {
+            let end = seg.iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1);
+            let head = &seg[..end];
+            if !printable(head) {
+                continue;
+            }
+            head
+        } else {
+            seg
+        };
+        if seg.is_empty() || is_frame(seg) {
+            continue;
+        }
+        out.push_str(&String::from_utf8_lossy(seg));
+    }
+    out
+}
+
+fn printable(b: &[u8]) -> bool {
+    b.iter()
+        .all(|&b| (0x20..0x7F).contains(&b) || matches!(b, b'\t' | b'\r' | b'\n'))
+}
+
+fn is_frame(seg: &[u8]) -> bool {
+    use twinbank::protocol::{decode_frame, message::Response, Envelope};
+    let mut f = seg.to_vec();
+    decode_frame::<Envelope<Response>>(&mut f).is_ok()
+}
+
+/// Splits a live UART stream into the device's text lines, skipping protocol frames: a line is
+/// reported at its newline while everything since the last delimiter is printable text; a
+/// segment that turns out to be a frame is dropped at its delimiter.
+#[derive(Default)]
+pub struct TextLines {
+    seg: Vec<u8>,
+}
+
+impl TextLines {
+    /// Feeds bytes; calls `line` for each complete text line.
+    pub fn push(&mut self, bytes: &[u8], line: &mut dyn FnMut(&str)) {
+        for &b in bytes {
+            match b {
+                0 => {
+                    if self.printable() && !is_frame(&self.seg) {
+                        line(&String::from_utf8_lossy(&self.seg));
+                    }
+                    self.seg.clear();
+                }
+                b'\n' if self.printable() => {
+                    let l = String::from_utf8_lossy(&self.seg).trim_end().to_string();
+                    line(&l);
+                    self.seg.clear();
+                }
+                _ => {
+                    if self.seg.len() < 4096 {
+                        self.seg.push(b);
+                    }
+                }
+            }
+        }
+    }
+
+    fn printable(&self) -> bool {
+        !self.seg.is_empty() && printable(&self.seg)
+    }
 }

@@ -22,14 +22,31 @@ pub fn run_all(_args: &[String]) -> Result<(), String> {
     let imgtool = tools::ensure_imgtool()?;
 
     eprintln!("xtask: [1/4] twinbank builds for {THUMB} (no_std, no alloc)");
-    run(cargo().args(["build", "-p", "twinbank", "--target", THUMB, "--profile", "firmware"]))?;
+    run(cargo().args([
+        "build",
+        "-p",
+        "twinbank",
+        "--target",
+        THUMB,
+        "--profile",
+        "firmware",
+    ]))?;
 
     eprintln!("xtask: [2/4] firmware for the QEMU tests");
     crate::firmware::build_all()?;
 
     eprintln!("xtask: [3/4] cargo test --workspace");
     run(cargo()
-        .args(["test", "--workspace", "--exclude", "twinbank-shim", "--exclude", "twinbank-board", "--exclude", "twinbank-demo-app"])
+        .args([
+            "test",
+            "--workspace",
+            "--exclude",
+            "twinbank-shim",
+            "--exclude",
+            "twinbank-board",
+            "--exclude",
+            "twinbank-demo-app",
+        ])
         .env("TWINBANK_IMGTOOL", &imgtool))?;
 
     eprintln!("xtask: [4/4] power-cut matrix (reduced)");

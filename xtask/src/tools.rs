@@ -48,7 +48,11 @@ pub fn ensure_thumb_target() -> Result<(), String> {
     let installed = Command::new("rustup")
         .args(["target", "list", "--installed"])
         .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).lines().any(|l| l.trim() == THUMB))
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .any(|l| l.trim() == THUMB)
+        })
         .unwrap_or(false);
     if installed {
         return Ok(());
@@ -64,9 +68,11 @@ pub fn ensure_qemu() -> Result<(), String> {
     if works(Command::new("qemu-system-arm").arg("--version")) {
         return Ok(());
     }
-    Err("qemu-system-arm is missing: install it with `sudo apt-get install -y qemu-system-arm` \
+    Err(
+        "qemu-system-arm is missing: install it with `sudo apt-get install -y qemu-system-arm` \
          (Debian/Ubuntu; QEMU ≥ 7.2 with the mps2-an385 board), then run this command again"
-        .into())
+            .into(),
+    )
 }
 
 /// Path of an `imgtool` that works: $TWINBANK_IMGTOOL, `imgtool` on PATH, or one installed into
@@ -90,7 +96,8 @@ pub fn ensure_imgtool() -> Result<String, String> {
     eprintln!("xtask: imgtool (MCUboot's signing tool, for the interop tests) is missing; installing it into {}", venv.display());
     let how = "the interop tests need MCUboot's imgtool: `python3 -m venv target/imgtool-venv && \
                target/imgtool-venv/bin/pip install imgtool==2.5.0` (needs python3-venv and PyPI)";
-    run(Command::new("python3").arg("-m").arg("venv").arg(&venv)).map_err(|e| format!("{e}\n  {how}"))?;
+    run(Command::new("python3").arg("-m").arg("venv").arg(&venv))
+        .map_err(|e| format!("{e}\n  {how}"))?;
     run(Command::new(venv.join("bin/pip")).args(["install", "--quiet", "imgtool==2.5.0"]))
         .map_err(|e| format!("{e}\n  {how}"))?;
     if works(Command::new(&exe).arg("version")) {

@@ -12,7 +12,7 @@
 //! | [`watchdog`] | CMSDK watchdog | the independent watchdog |
 //! | [`exit`], [`reset`] | semihosting `SYS_EXIT_EXTENDED`, SYSRESETREQ | halt, reset |
 //! | [`session`] | test hooks: semihosting arguments, power-cut counter | absent |
-//! | [`semihosting`] | host file reads (the demo "download") | the app's transport |
+//! | [`semihosting`] | host file reads (test infrastructure: the `update=PATH` install) | absent (the app's transport) |
 //!
 //! Linker maps: the build script writes `memory-shim.x` and `memory-bank-{A,B}.x` and exports
 //! their directory to the firmware crates' build scripts (`DEP_TWINBANK_BOARD_MEMORY_DIR`).

@@ -3,14 +3,20 @@
 //! Linked for one bank (build-time `TWINBANK_BANK`), it:
 //! 1. prints `app: v<version> bank <X> (<variant>)` (the version from its own signed header);
 //! 2. runs its health check and prints `app: health ok` or `app: health FAIL`;
-//!    - on trial and healthy: confirms (`app: confirmed`);
+//!    - on trial and healthy: confirms (`app: confirmed`), unless the QEMU command line has
+//!      `manual-confirm` (tests: the operator confirms over the serial protocol);
 //!    - on trial and unhealthy: rejects itself (`app: rejected`) and resets: the shim rolls back;
-//! 3. with `update=PATH` on the QEMU command line (once per QEMU run): "downloads" the image
-//!    from the host file through semihosting, streams it through `twinbank::Updater` into the
-//!    other bank, which verifies and activates it (`app: installed <v> into bank <Y>`), and resets;
+//! 3. with `update=PATH` on the QEMU command line (once per QEMU run; test infrastructure for the
+//!    power-cut tests and the flash-work figures, which need a transport that restarts by
+//!    itself after a cut): reads the image from the host file through semihosting, streams it
+//!    through `twinbank::Updater` into the other bank, which verifies and activates it
+//!    (`app: installed <v> into bank <Y>`), and resets;
 //! 4. with `resets=N`: resets itself until the shim has booted N + 1 times in this QEMU run;
-//! 5. with `halt`: prints the flash statistics of the run and ends QEMU with status 0; otherwise
-//!    idles, feeding the watchdog and echoing UART input.
+//! 5. with `halt`: prints the flash statistics of the run and ends QEMU with status 0;
+//! 6. otherwise serves the serial protocol on UART0 forever (`twinbank::protocol::Server`: what
+//!    `twinbank serial …` talks to), sleeping between bytes, feeding the watchdog, and resetting
+//!    after a `Reboot` request once its answer is sent. The text lines above share the UART: each
+//!    response starts with a frame delimiter, so the host skips them.
 //!
 //! Test variants (cargo features): `fail-health`, `crash` (HardFault in the health check),
 //! `hang` (stops feeding the watchdog in the health check).
@@ -18,8 +24,12 @@
 #![no_main]
 
 use core::fmt::Write as _;
+use core::mem::{size_of, MaybeUninit};
+use core::ptr::addr_of_mut;
 use cortex_m_rt::{entry, exception, ExceptionFrame};
 use embedded_storage::nor_flash::ReadNorFlash as _;
+use twinbank::protocol::server::OUT_FRAME;
+use twinbank::protocol::{FrameDecoder, Server};
 use twinbank::update::Manifest;
 use twinbank::{BankState, ImageId, UpdateError, Updater};
 use twinbank_board::flash::Flash;
@@ -73,7 +83,9 @@ fn main() -> ! {
 
     if health_check() {
         let _ = writeln!(out, "app: health ok");
-        if trial {
+        if trial && session::has("manual-confirm") {
+            let _ = writeln!(out, "app: on trial, waiting for the operator to confirm");
+        } else if trial {
             match updater.confirm() {
                 Ok(()) => {
                     let _ = writeln!(out, "app: confirmed");
@@ -135,7 +147,7 @@ fn main() -> ! {
     if session::has("halt") {
         board::exit(exit_code::OK)
     }
-    idle()
+    serve(updater, config)
 }
 
 /// The health check of each variant.
@@ -209,9 +221,31 @@ fn fail(what: &str, e: UpdateError) -> ! {
     board::exit(exit_code::APP_ERROR)
 }
 
-/// Idles: sleeps between SysTick ticks (10 per second), feeds the watchdog, echoes UART input.
-fn idle() -> ! {
-    let _ = writeln!(uart(), "app: idle");
+// The protocol's buffers, in statics so that their RAM shows in the ELF and is fixed.
+static mut DECODER: FrameDecoder = FrameDecoder::new();
+static mut RESPONSE: [u8; OUT_FRAME] = [0; OUT_FRAME];
+static mut SERVER: MaybeUninit<Server<'static, Flash>> = MaybeUninit::uninit();
+
+/// Serves the serial protocol on UART0 forever: bytes → frame decoder → server → response.
+/// Sleeps while no byte arrives (a received byte or the 10 Hz SysTick wakes it) and feeds the
+/// watchdog; resets after answering a `Reboot` request.
+fn serve(updater: Updater<'static, Flash>, config: twinbank::Config<'static>) -> ! {
+    // SAFETY: `serve` runs once and never returns; nothing else touches these statics.
+    let (decoder, response, server) = unsafe {
+        (
+            &mut *addr_of_mut!(DECODER),
+            &mut *addr_of_mut!(RESPONSE),
+            (*addr_of_mut!(SERVER)).write(Server::new(updater, config)),
+        )
+    };
+    let mut u = uart();
+    let _ = writeln!(
+        u,
+        "app: serving the serial protocol (RAM: decoder {} B, server {} B, response {} B)",
+        size_of::<FrameDecoder>(),
+        size_of::<Server<'static, Flash>>(),
+        OUT_FRAME
+    );
     // SAFETY: the app owns the core peripherals; nothing else uses SysTick.
     let mut syst = unsafe { cortex_m::Peripherals::steal() }.SYST;
     syst.set_clock_source(cortex_m::peripheral::syst::SystClkSource::Core);
@@ -219,13 +253,33 @@ fn idle() -> ! {
     syst.clear_current();
     syst.enable_interrupt();
     syst.enable_counter();
-    let mut u = uart();
+    uart::enable_rx_wakeup();
     loop {
-        cortex_m::asm::wfi();
         watchdog::feed();
-        while let Some(b) = u.try_read() {
-            u.write_byte(if b == b'\r' { b'\n' } else { b });
+        let Some(byte) = u.try_read() else {
+            uart::wait_for_rx();
+            continue;
+        };
+        let n = match decoder.push(byte) {
+            None => continue,
+            Some(Ok(len)) => server.handle_frame(decoder.frame(len), response),
+            Some(Err(e)) => server.frame_error(e, response),
+        };
+        for &b in &response[..n] {
+            u.write_byte(b);
         }
+        if server.reboot_requested() {
+            uart::flush();
+            board::reset()
+        }
+    }
+}
+
+/// Interrupts: only UART0's receive interrupt is enabled (it wakes [`serve`] from `wfi`).
+#[exception]
+unsafe fn DefaultHandler(irqn: i16) {
+    if irqn == uart::RX_IRQ as i16 {
+        uart::clear_rx_interrupt();
     }
 }
 

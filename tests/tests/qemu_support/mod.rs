@@ -12,7 +12,7 @@ pub mod firmware;
 pub mod qemu;
 
 use firmware::{Build, Signing};
-use qemu::{Outcome, Run};
+use qemu::{Outcome, Run, Running, TcpRelay};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -95,6 +95,30 @@ impl Fw {
     /// v2 (bank B, counter 2), signed with the trusted key.
     pub fn v2(&self) -> Vec<u8> {
         self.image_with("app-v2-B", Bank::B, "2.0.0", 2, &self.trusted)
+    }
+
+    /// A signed image of `elf` whose payload is padded with 0xFF to `pad_to` bytes (uploads
+    /// that take long enough to be interrupted).
+    pub fn padded(
+        &self,
+        elf: &str,
+        bank: Bank,
+        version: &str,
+        counter: u32,
+        pad_to: usize,
+    ) -> Vec<u8> {
+        firmware::sign_elf(
+            &self.build.elf(elf),
+            &Signing {
+                board: &self.board,
+                bank,
+                version,
+                security_counter: counter,
+                key: &self.trusted,
+                pad_to: Some(pad_to),
+            },
+        )
+        .unwrap()
     }
 
     /// A faulty v3 for bank B (counter 3): `variant` is fail-health, crash or hang.
@@ -181,6 +205,29 @@ impl Device {
         let _ = f.write_all(o.output.as_bytes());
     }
 
+    /// Starts QEMU with `args` (no `halt`: the app serves the serial protocol) and relays its
+    /// UART to a TCP port for `twinbank serial --tcp`. QEMU is killed after [`TIMEOUT`], or when
+    /// the returned [`Served`] is dropped (its UART log is then appended to `uart.log`).
+    pub fn serve(&self, args: &[&str]) -> Served {
+        let mut r = Run::new(&fw().shim(), &self.flash, TIMEOUT);
+        r.args = args.iter().map(|s| s.to_string()).collect();
+        let running = r.spawn().unwrap();
+        running.kill_after(TIMEOUT);
+        let relay = running.serve_tcp().unwrap();
+        let mut s = Served {
+            running: Some(running),
+            relay,
+            dir: self.dir.clone(),
+            args: r.args,
+        };
+        assert!(
+            s.wait_for("app: serving the serial protocol"),
+            "the app does not serve the protocol:\n{}",
+            s.text()
+        );
+        s
+    }
+
     /// The flash contents.
     pub fn read(&self) -> Vec<u8> {
         std::fs::read(&self.flash).unwrap()
@@ -255,5 +302,160 @@ pub fn confirmed(state: &BootState, bank: Bank) -> Option<ImageId> {
     match state.bank(bank) {
         BankState::Confirmed(id) => Some(*id),
         _ => None,
+    }
+}
+
+/// A QEMU device serving the serial protocol, its UART relayed to [`Served::addr`].
+pub struct Served {
+    running: Option<Running>,
+    pub relay: TcpRelay,
+    dir: PathBuf,
+    args: Vec<String>,
+}
+
+/// Output of one host tool run.
+pub struct Tool {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Tool {
+    /// stdout as JSON.
+    #[track_caller]
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}\n{}", self.stdout, self.stderr))
+    }
+}
+
+impl Served {
+    /// `HOST:PORT` of the relay.
+    pub fn addr(&self) -> String {
+        self.relay.addr()
+    }
+
+    pub fn running(&mut self) -> &mut Running {
+        self.running.as_mut().expect("QEMU runs")
+    }
+
+    /// The device's text lines so far (frames left out).
+    pub fn text(&self) -> String {
+        self.running.as_ref().map(|r| r.text()).unwrap_or_default()
+    }
+
+    /// Waits (up to 20 s) until the device printed `needle`.
+    pub fn wait_for(&mut self, needle: &str) -> bool {
+        self.wait_since(0, needle)
+    }
+
+    /// Waits (up to 20 s) until the device printed `needle` after `mark`.
+    pub fn wait_since(&mut self, mark: usize, needle: &str) -> bool {
+        let end = std::time::Instant::now() + Duration::from_secs(20);
+        while std::time::Instant::now() < end && self.running().alive() {
+            if self.text_since(mark).contains(needle) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        self.text_since(mark).contains(needle)
+    }
+
+    /// A mark in the UART log (between two host tool commands: at a frame boundary).
+    pub fn mark(&self) -> usize {
+        self.running
+            .as_ref()
+            .map(|r| r.output_bytes().len())
+            .unwrap_or(0)
+    }
+
+    /// The device's text printed since `mark`.
+    pub fn text_since(&self, mark: usize) -> String {
+        let raw = self
+            .running
+            .as_ref()
+            .map(|r| r.output_bytes())
+            .unwrap_or_default();
+        qemu::device_text(raw.get(mark..).unwrap_or(&[]))
+    }
+
+    /// The host tool command `twinbank serial --tcp ADDR <args>`.
+    pub fn command(&self, args: &[&str]) -> std::process::Command {
+        let mut c = std::process::Command::new(twinbank_tests::host_bin());
+        c.args(["serial", "--tcp", &self.addr()]).args(args);
+        c
+    }
+
+    /// Runs `twinbank serial --tcp ADDR <args>`.
+    pub fn tool(&self, args: &[&str]) -> Tool {
+        let out = self.command(args).output().unwrap();
+        let t = Tool {
+            code: out.status.code(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        };
+        eprintln!(
+            "$ twinbank serial {} -> {:?}\n{}{}",
+            args.join(" "),
+            t.code,
+            t.stdout,
+            t.stderr
+        );
+        t
+    }
+
+    /// Runs the host tool and asserts success; returns stdout.
+    #[track_caller]
+    pub fn ok(&self, args: &[&str]) -> Tool {
+        let t = self.tool(args);
+        assert_eq!(
+            t.code,
+            Some(0),
+            "twinbank serial {args:?} failed:\n{}{}\ndevice:\n{}",
+            t.stdout,
+            t.stderr,
+            self.text()
+        );
+        t
+    }
+
+    /// `status --json`.
+    #[track_caller]
+    pub fn status(&self) -> serde_json::Value {
+        self.ok(&["status", "--json"]).json()
+    }
+
+    /// `info --json`.
+    #[track_caller]
+    pub fn info(&self) -> serde_json::Value {
+        self.ok(&["info", "--json"]).json()
+    }
+
+    /// Power off: SIGKILL QEMU now (`kill -9`), keep its log.
+    pub fn kill9(mut self) {
+        if let Some(r) = self.running.take() {
+            let o = r.kill9();
+            self.save(&o);
+        }
+    }
+
+    fn save(&self, o: &Outcome) {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("uart.log"))
+            .unwrap();
+        let _ = writeln!(f, "=== served run {:?} -> status {:?}", self.args, o.status);
+        let _ = f.write_all(qemu::device_text(&o.raw).as_bytes());
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        if let Some(r) = self.running.take() {
+            let o = r.kill9();
+            self.save(&o);
+        }
     }
 }

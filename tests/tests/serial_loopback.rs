@@ -110,7 +110,12 @@ fn operator_session_over_tcp() {
     let layout = desc.layout().unwrap();
     ok(dir, &["keygen", "-o", "key.pem"]);
     // Payloads: raw binaries standing in for firmware.
-    for (name, seed) in [("v1.raw", 1u8), ("v2.raw", 2), ("v3.raw", 3)] {
+    for (name, seed) in [
+        ("v1.raw", 1u8),
+        ("v2.raw", 2),
+        ("v3.raw", 3),
+        ("v2x.raw", 4),
+    ] {
         let p: Vec<u8> = (0..20_000u32)
             .map(|i| (i.wrapping_mul(31) as u8) ^ seed)
             .collect();
@@ -140,6 +145,8 @@ fn operator_session_over_tcp() {
     };
     sign("v1.raw", "A", "1.0.0", "1", "v1-a.bin");
     sign("v2.raw", "B", "2.0.0", "1", "v2-b.bin");
+    // Same version, size and counter as v2: the same header bytes, other content.
+    sign("v2x.raw", "B", "2.0.0", "1", "v2x-b.bin");
     sign("v3.raw", "A", "3.0.0", "2", "v3-a.bin"); // linked for the running bank
     sign("v3.raw", "A", "0.9.0", "0", "old-a.bin"); // counter below the minimum after confirm
     ok(
@@ -188,7 +195,17 @@ fn operator_session_over_tcp() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("linked for"));
     assert_eq!(status_json(dir, a), s);
 
-    // Upload with the link cut after 5 chunks: the client reconnects and resumes.
+    // A complete transfer of v2x without activation leaves bank B holding v2x's bytes.
+    ok(dir, &["serial", "--tcp", a, "upload", "v2x-b.bin"]);
+    assert_eq!(
+        status_json(dir, a),
+        s,
+        "a transfer without --activate changes no state"
+    );
+
+    // Upload v2 with the link cut after 5 chunks: the device resumes over v2x's bytes (same
+    // header), the client reconnects and resumes; the finish finds the mix, and the client uploads
+    // again from the start.
     drop_after.store(1 + 2 + 5, Ordering::SeqCst); // info, status, begin, then 5 chunks
     let up: serde_json::Value = serde_json::from_str(&ok(
         dir,
@@ -211,10 +228,18 @@ fn operator_session_over_tcp() {
         "the link was cut during the upload"
     );
     assert_eq!(up["activated"], true);
+    assert!(up["resumed_from"].as_u64().unwrap() > 0, "{up}");
     // The device lost its session with the link: it resumed from the last sector start.
     assert!(up["wire_bytes"].as_u64().unwrap() > up["bytes"].as_u64().unwrap());
     let s = status_json(dir, a);
     assert_eq!(s["banks"]["B"]["status"], "pending");
+    let inspect: serde_json::Value =
+        serde_json::from_str(&ok(dir, &["inspect", "v2-b.bin", "--json"])).unwrap();
+    let digest = inspect.to_string();
+    assert!(
+        digest.contains(s["banks"]["B"]["digest"].as_str().unwrap()),
+        "bank B holds v2"
+    );
     assert_eq!(s["preferred"], "B");
 
     // Reboot → trial of B; confirm; minimum counter rises.

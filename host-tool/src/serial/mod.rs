@@ -327,7 +327,7 @@ fn upload(
         total_len: m.total_len,
         digest: m.digest,
     };
-    let mut next = match c.call(&begin).map_err(link_error)? {
+    let next = match c.call(&begin).map_err(link_error)? {
         Response::NextOffset(n) => n as usize,
         r => return Err(unexpected(r)),
     };
@@ -344,27 +344,37 @@ fn upload(
     let mut progress = Progress::new(image.len() as u64);
     let started = Instant::now();
     let sent_before = c.bytes_sent;
-    while next < image.len() {
-        let end = (next + chunk).min(image.len());
-        let req = Request::UploadChunk {
-            offset: next as u32,
-            data: &image[next..end],
-        };
-        match c.call(&req) {
-            Ok(Response::NextOffset(n)) => next = n as usize,
-            Ok(Response::Error(RemoteError::Update(UpdateError::NoUpload)))
-            | Ok(Response::Error(RemoteError::Update(UpdateError::OutOfOrder { .. }))) => {
-                // The device restarted or lost the session: ask it where to resume.
-                next = match c.call(&begin).map_err(link_error)? {
-                    Response::NextOffset(n) => n as usize,
-                    r => return Err(unexpected(r)),
-                };
-                eprintln!("upload: device asked to resume at byte {next}");
-            }
-            Ok(r) => return Err(unexpected(r)),
-            Err(e) => return Err(link_error(e)),
+    transfer(c, &begin, image, chunk, next, resumed, &mut progress)?;
+    let activate = activate || reboot || wait_confirm;
+    let mut activated = None;
+    if activate {
+        let mut answer = c.call(&Request::UploadFinish).map_err(link_error)?;
+        if resumed > 0 && resumed_over_other_bytes(&answer) {
+            // The bytes already in the bank belonged to another image with the same header; the
+            // device erased its first sector, so a new begin starts from zero.
+            eprintln!("upload: the resumed bytes did not match this image; uploading it again from the start");
+            let next = match c.call(&begin).map_err(link_error)? {
+                Response::NextOffset(n) => n as usize,
+                r => return Err(unexpected(r)),
+            };
+            transfer(
+                c,
+                &begin,
+                image,
+                chunk,
+                next,
+                next,
+                &mut Progress::new(image.len() as u64),
+            )?;
+            answer = c.call(&Request::UploadFinish).map_err(link_error)?;
         }
-        progress.show(next as u64, resumed as u64);
+        match answer {
+            Response::Activated(v) => {
+                eprintln!("upload: verified and activated {v} in bank {target} (runs on trial after reboot)");
+                activated = Some(v);
+            }
+            r => return Err(unexpected(r).prefix(&path.display().to_string())),
+        }
     }
     let secs = started.elapsed().as_secs_f64();
     let wire = c.bytes_sent - sent_before;
@@ -374,17 +384,6 @@ fn upload(
     } else {
         1.0
     };
-    let activate = activate || reboot || wait_confirm;
-    let mut activated = None;
-    if activate {
-        match c.call(&Request::UploadFinish).map_err(link_error)? {
-            Response::Activated(v) => {
-                eprintln!("upload: verified and activated {v} in bank {target} (runs on trial after reboot)");
-                activated = Some(v);
-            }
-            r => return Err(unexpected(r).prefix(&path.display().to_string())),
-        }
-    }
     if json {
         println!(
             "{}",
@@ -423,6 +422,52 @@ fn upload(
             }
             std::thread::sleep(Duration::from_millis(300));
         }
+    }
+    Ok(())
+}
+
+/// True when `finish` failed because the bank content is not this image (hash or digest).
+fn resumed_over_other_bytes(answer: &Response) -> bool {
+    matches!(
+        answer,
+        Response::Error(RemoteError::Update(
+            UpdateError::DigestMismatch | UpdateError::Image(ImageError::HashMismatch)
+        ))
+    )
+}
+
+/// Sends the image from `next` to the end; re-asks the device where to resume when it lost the
+/// session (restart, power cut).
+fn transfer(
+    c: &mut Client,
+    begin: &Request<'_>,
+    image: &[u8],
+    chunk: usize,
+    mut next: usize,
+    resumed: usize,
+    progress: &mut Progress,
+) -> Result<(), CliError> {
+    while next < image.len() {
+        let end = (next + chunk).min(image.len());
+        let req = Request::UploadChunk {
+            offset: next as u32,
+            data: &image[next..end],
+        };
+        match c.call(&req) {
+            Ok(Response::NextOffset(n)) => next = n as usize,
+            Ok(Response::Error(RemoteError::Update(UpdateError::NoUpload)))
+            | Ok(Response::Error(RemoteError::Update(UpdateError::OutOfOrder { .. }))) => {
+                // The device restarted or lost the session: ask it where to resume.
+                next = match c.call(begin).map_err(link_error)? {
+                    Response::NextOffset(n) => n as usize,
+                    r => return Err(unexpected(r)),
+                };
+                eprintln!("upload: device asked to resume at byte {next}");
+            }
+            Ok(r) => return Err(unexpected(r)),
+            Err(e) => return Err(link_error(e)),
+        }
+        progress.show(next as u64, resumed as u64);
     }
     Ok(())
 }

@@ -15,11 +15,13 @@
 //! fallback (giving it up is the one record an install writes before the activation record).
 //!
 //! Uploads resume after a disconnect or a power cut: `begin` with the same manifest, while the
-//! target is not bootable and starts with the same header, finds from flash how far the image got
-//! (it re-erases the last sector touched, whose last write may be torn, and asks for the bytes
-//! from that sector's start). Should the resumed bytes belong to another image with an identical
-//! header, `finish` fails verification and erases the target's first sector, so the next `begin`
-//! starts afresh.
+//! target is not bootable, starts with the same header and does not hold the complete TLVs of
+//! another image, finds from flash how far the image got (it re-erases the last sector touched,
+//! whose last write may be torn, and asks for the bytes from that sector's start). Write units
+//! that are all 0xff are never programmed, so "programmed" always equals "reads non-erased" and a
+//! resume never programs a unit twice. Should the resumed bytes still belong to another image
+//! (an interrupted upload of a rebuild with an identical header), `finish` fails verification and
+//! erases the target's first sector, so the next `begin` starts afresh.
 //!
 //! RAM: the manifest (≈ 120 B) and one partial write unit (≤ 32 B). Stack: 64-byte compare buffer,
 //! plus image verification in `finish` (see [`crate::image`]).
@@ -228,6 +230,35 @@ impl From<ImageError> for UpdateError {
     }
 }
 
+/// Programs whole write units of `data` at `offset`, leaving units that are entirely the erased
+/// value unprogrammed: they already read as 0xff. So "programmed" always equals "reads
+/// non-erased", which [`Updater::resume_point`] relies on (a unit programmed with 0xff would look
+/// blank and be programmed a second time on resume, which NOR with ECC forbids).
+fn program<F: NorFlash>(
+    flash: &mut F,
+    ws: usize,
+    offset: u32,
+    data: &[u8],
+) -> Result<(), UpdateError> {
+    let erased = |u: &[u8]| u.iter().all(|&b| b == ERASED);
+    let mut i = 0;
+    while i < data.len() {
+        while i < data.len() && erased(&data[i..i + ws]) {
+            i += ws;
+        }
+        let start = i;
+        while i < data.len() && !erased(&data[i..i + ws]) {
+            i += ws;
+        }
+        if i > start {
+            flash
+                .write(offset + start as u32, &data[start..i])
+                .map_err(|e| UpdateError::Flash(fault(e)))?;
+        }
+    }
+    Ok(())
+}
+
 /// An upload in progress.
 #[derive(Debug, Clone, Copy)]
 struct Upload {
@@ -329,7 +360,10 @@ impl<'a, F: NorFlash> Updater<'a, F> {
         let mut next = 0;
         let target_state = *state.bank(target);
         let resumable = matches!(target_state, BankState::Empty | BankState::Rejected(_));
-        if resumable && self.header_in_bank(base, manifest)? {
+        if resumable
+            && self.header_in_bank(base, manifest)?
+            && !self.other_image_in_bank(base, manifest)?
+        {
             next = self.resume_point(base, manifest.total_len)?;
         } else {
             if let BankState::Confirmed(_) | BankState::Pending { .. } = target_state {
@@ -359,6 +393,20 @@ impl<'a, F: NorFlash> Updater<'a, F> {
         let mut b = [0u8; HEADER_SIZE];
         read_exact(&mut self.flash, base, &mut b).map_err(UpdateError::Flash)?;
         Ok(b == manifest.header_bytes)
+    }
+
+    /// True when the bank holds the complete TLV area of another image with this header (a rebuild
+    /// with the same version and size): its bytes are not a partial upload of `manifest`'s image.
+    fn other_image_in_bank(&mut self, base: u32, manifest: &Manifest) -> Result<bool, UpdateError> {
+        let at = manifest.header.hashed_len() as u32;
+        if at + 40 > manifest.total_len {
+            return Ok(false);
+        }
+        let mut b = [0u8; 40];
+        read_exact(&mut self.flash, base + at, &mut b).map_err(UpdateError::Flash)?;
+        let info = u16::from_le_bytes([b[0], b[1]]) == tlv::TLV_INFO_MAGIC;
+        let sha = u16::from_le_bytes([b[4], b[5]]) == tlv::TLV_SHA256 && b[6..8] == [32, 0];
+        Ok(info && sha && b[8..40] != manifest.digest)
     }
 
     /// Where an interrupted upload resumes: the start of the sector holding the last programmed
@@ -448,16 +496,17 @@ impl<'a, F: NorFlash> Updater<'a, F> {
                 if up.partial_len < ws {
                     return Ok(());
                 }
-                self.flash
-                    .write(base + up.next - ws as u32, &up.partial[..ws])
-                    .map_err(Self::flash_err)?;
+                program(
+                    &mut self.flash,
+                    ws,
+                    base + up.next - ws as u32,
+                    &up.partial[..ws],
+                )?;
                 up.partial_len = 0;
             }
             let whole = new.len() - new.len() % ws;
             if whole > 0 {
-                self.flash
-                    .write(base + up.next, &new[..whole])
-                    .map_err(Self::flash_err)?;
+                program(&mut self.flash, ws, base + up.next, &new[..whole])?;
                 up.next += whole as u32;
             }
             let tail = &new[whole..];
@@ -494,9 +543,7 @@ impl<'a, F: NorFlash> Updater<'a, F> {
             up.partial[up.partial_len..ws].fill(ERASED);
             let at = base + up.next - up.partial_len as u32;
             self.upload = None;
-            self.flash
-                .write(at, &up.partial[..ws])
-                .map_err(Self::flash_err)?;
+            program(&mut self.flash, ws, at, &up.partial[..ws])?;
             up.partial_len = 0;
             self.upload = Some(up);
         }

@@ -1,0 +1,694 @@
+//! The scenarios: a pre-state, a step (what is cut), what the device does after a reboot
+//! (recovery), and the invariants.
+
+use crate::flash::DevFlash;
+use crate::world::{Img, ImgName, World, CHUNK, FACTORY_CHUNK};
+use twinbank::state::StateStore;
+use twinbank::update::Updater;
+use twinbank::{Bank, BankState, BootDecision, BootError, BootReason, BootState};
+
+/// Operator rollbacks in the compaction scenario (odd: the preferred bank flips).
+pub const COMPACTION_CHANGES: usize = 5;
+
+/// The scenarios of the issue (1–9) and two more that hunt specific updater paths (10, 11).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Sc {
+    /// 1: factory provisioning of a confirmed image (image + Confirmed record, through flash ops).
+    Provision = 1,
+    /// 2: install + activate an update (begin, chunks, finish).
+    Install = 2,
+    /// 3: trial boot of a pending image (an attempt is spent).
+    Trial = 3,
+    /// 4: confirm.
+    Confirm = 4,
+    /// 5: reject.
+    Reject = 5,
+    /// 6: operator rollback to the other bank (and the reboot into it).
+    Rollback = 6,
+    /// 7: a second update over the bank that held the fallback.
+    SecondUpdate = 7,
+    /// 8: enough state changes to compact the state region (erase of the next sector).
+    Compaction = 8,
+    /// 9: the boot decision when the trial's attempts have run out (rollback).
+    Decision = 9,
+    /// 10: install of an image holding a run of 0xff bytes across a sector boundary.
+    PaddedInstall = 10,
+    /// 11: install of a rebuild whose header equals the rejected image's still in the bank.
+    Rebuild = 11,
+}
+
+impl Sc {
+    /// All scenarios.
+    pub const ALL: [Sc; 11] = [
+        Sc::Provision,
+        Sc::Install,
+        Sc::Trial,
+        Sc::Confirm,
+        Sc::Reject,
+        Sc::Rollback,
+        Sc::SecondUpdate,
+        Sc::Compaction,
+        Sc::Decision,
+        Sc::PaddedInstall,
+        Sc::Rebuild,
+    ];
+
+    /// From its number.
+    pub fn from_number(n: u8) -> Option<Sc> {
+        Sc::ALL.into_iter().find(|s| *s as u8 == n)
+    }
+
+    /// Short name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Sc::Provision => "provision",
+            Sc::Install => "install",
+            Sc::Trial => "trial boot",
+            Sc::Confirm => "confirm",
+            Sc::Reject => "reject",
+            Sc::Rollback => "operator rollback",
+            Sc::SecondUpdate => "second update",
+            Sc::Compaction => "compaction",
+            Sc::Decision => "boot decision",
+            Sc::PaddedInstall => "install 0xff run",
+            Sc::Rebuild => "install rebuild",
+        }
+    }
+
+    /// For an install scenario: (running bank, image).
+    fn install(self) -> Option<(Bank, ImgName)> {
+        match self {
+            Sc::Install => Some((Bank::A, ImgName::U1)),
+            Sc::PaddedInstall => Some((Bank::A, ImgName::Pad)),
+            Sc::SecondUpdate => Some((Bank::B, ImgName::U2)),
+            Sc::Rebuild => Some((Bank::A, ImgName::U1b)),
+            _ => None,
+        }
+    }
+
+    /// True when the scenario can run in this world (10 needs an image larger than one sector).
+    pub fn applies<const W: usize, const E: usize>(self, w: &World<W, E>) -> bool {
+        match self.install() {
+            Some((_, img)) => w.try_img(img).is_some(),
+            None => true,
+        }
+    }
+}
+
+/// Why a session stopped early.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stop {
+    /// Power was cut (the expected outcome of a scheduled cut).
+    Cut,
+    /// An invariant failed, or the device returned an error it should not have.
+    Fail(String),
+}
+
+/// What is run on a flash: the scenario's step, or a reboot and what the device does next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Session {
+    /// The scenario's step, from the pre-state.
+    Step,
+    /// After a power cut: the boot decision, then retry the scenario or carry on.
+    Recover,
+}
+
+/// One scenario in one world, with what it needs to check the invariants.
+pub struct Case<'w, const W: usize, const E: usize> {
+    /// The world.
+    pub w: &'w World<W, E>,
+    /// The scenario.
+    pub sc: Sc,
+    /// The flash before the step.
+    pub pre: DevFlash<W, E>,
+    /// The state before the step (None for provisioning).
+    pub pre_state: Option<BootState>,
+    /// The state after an uncut step.
+    pub expected: BootState,
+    /// Images the boot decision may return: the old ones and the new one.
+    allowed: Vec<ImgName>,
+    /// The bank the step overwrites (its confirmed image may go).
+    overwritten: Option<Bank>,
+}
+
+fn fail<T>(msg: impl Into<String>) -> Result<T, Stop> {
+    Err(Stop::Fail(msg.into()))
+}
+
+/// Maps a device error: a power cut if power is off, else a failure.
+fn dev_err<const W: usize, const E: usize>(
+    flash: &DevFlash<W, E>,
+    what: &str,
+    e: impl core::fmt::Display,
+) -> Stop {
+    if flash.is_cut() {
+        Stop::Cut
+    } else if !flash.violations().is_empty() {
+        Stop::Fail(format!(
+            "{what} failed: {e}: NOR rule violation {:?}",
+            flash.violations()
+        ))
+    } else {
+        Stop::Fail(format!("{what} failed: {e}"))
+    }
+}
+
+/// Checks that a call which returned Ok did not run into a cut (it would have ignored an error).
+fn ok_after<const W: usize, const E: usize>(
+    flash: &DevFlash<W, E>,
+    what: &str,
+) -> Result<(), Stop> {
+    if flash.is_cut() {
+        fail(format!(
+            "{what} returned Ok although a flash operation failed (power cut)"
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+/// The factory line: erase bank A, program the image, write the Confirmed record.
+pub fn provision<const W: usize, const E: usize>(
+    w: &World<W, E>,
+    flash: &mut DevFlash<W, E>,
+) -> Result<(), Stop> {
+    use embedded_storage::nor_flash::NorFlash;
+    let img = w.img(ImgName::F);
+    let bank = w.layout.bank(Bank::A);
+    let mut bytes = img.bytes.clone();
+    bytes.resize(bytes.len().div_ceil(W) * W, 0xFF);
+    let sectors = bytes.len().div_ceil(E) as u32;
+    for s in 0..sectors {
+        let from = bank.offset.0 + s * E as u32;
+        flash
+            .erase(from, from + E as u32)
+            .map_err(|e| dev_err(flash, "factory erase", format!("{e:?}")))?;
+    }
+    for (i, chunk) in bytes.chunks(FACTORY_CHUNK).enumerate() {
+        flash
+            .write(bank.offset.0 + (i * FACTORY_CHUNK) as u32, chunk)
+            .map_err(|e| dev_err(flash, "factory program", format!("{e:?}")))?;
+    }
+    let mut store =
+        StateStore::open(flash, &w.layout).map_err(|e| dev_err(flash, "state open", e))?;
+    store
+        .write(flash, &BootState::factory(Bank::A, img.id, None))
+        .map_err(|e| dev_err(flash, "factory state write", e))?;
+    ok_after(flash, "provisioning")
+}
+
+/// The host streams `img` to a device running `running`: begin (or resume), chunks, finish.
+pub fn upload<const W: usize, const E: usize>(
+    w: &World<W, E>,
+    flash: &mut DevFlash<W, E>,
+    running: Bank,
+    img: &Img,
+) -> Result<(), Stop> {
+    let r = (|| {
+        let mut up = Updater::new(&mut *flash, w.config(), running).map_err(|e| ("open", e))?;
+        let total = img.bytes.len();
+        let mut next = up.begin(&img.manifest).map_err(|e| ("begin", e))? as usize;
+        while next < total {
+            let end = (next + CHUNK).min(total);
+            next = up
+                .write(next as u32, &img.bytes[next..end])
+                .map_err(|e| ("write", e))? as usize;
+        }
+        up.finish().map_err(|e| ("finish", e))?;
+        Ok(())
+    })();
+    match r {
+        Ok(()) => ok_after(flash, "upload"),
+        Err((what, e)) => Err(dev_err(
+            flash,
+            &format!("upload of {}: {what}", img.name),
+            e,
+        )),
+    }
+}
+
+fn updater_call<const W: usize, const E: usize, T>(
+    w: &World<W, E>,
+    flash: &mut DevFlash<W, E>,
+    running: Bank,
+    what: &str,
+    f: impl FnOnce(&mut Updater<'_, &mut DevFlash<W, E>>) -> Result<T, twinbank::UpdateError>,
+) -> Result<T, Stop> {
+    let r = Updater::new(&mut *flash, w.config(), running).and_then(|mut up| f(&mut up));
+    match r {
+        Ok(v) => ok_after(flash, what).map(|_| v),
+        Err(e) => Err(dev_err(flash, what, e)),
+    }
+}
+
+/// Builds the flash before `sc`'s step (uncut, through the device API).
+fn setup<const W: usize, const E: usize>(w: &World<W, E>, sc: Sc) -> Result<DevFlash<W, E>, Stop> {
+    let mut f = w.blank();
+    if sc == Sc::Provision {
+        return Ok(f);
+    }
+    provision(w, &mut f)?;
+    let boot = |f: &mut DevFlash<W, E>| {
+        twinbank::decide(f, &w.config()).map_err(|e| Stop::Fail(format!("setup boot: {e}")))
+    };
+    match sc {
+        Sc::Install | Sc::PaddedInstall => {}
+        Sc::Decision => {
+            upload(w, &mut f, Bank::A, w.img(ImgName::U1))?;
+            for _ in 0..w.attempts() {
+                boot(&mut f)?;
+            }
+        }
+        Sc::Trial => upload(w, &mut f, Bank::A, w.img(ImgName::U1))?,
+        Sc::Confirm | Sc::Reject | Sc::Rebuild => {
+            upload(w, &mut f, Bank::A, w.img(ImgName::U1))?;
+            boot(&mut f)?;
+            if sc == Sc::Rebuild {
+                updater_call(w, &mut f, Bank::B, "setup reject", |u| u.reject())?;
+                boot(&mut f)?;
+            }
+        }
+        Sc::SecondUpdate | Sc::Rollback | Sc::Compaction => {
+            upload(w, &mut f, Bank::A, w.img(ImgName::U1))?;
+            boot(&mut f)?;
+            updater_call(w, &mut f, Bank::B, "setup confirm", |u| u.confirm())?;
+            if sc != Sc::SecondUpdate {
+                upload(w, &mut f, Bank::B, w.img(ImgName::U2))?;
+                boot(&mut f)?;
+                updater_call(w, &mut f, Bank::A, "setup confirm", |u| u.confirm())?;
+            }
+            if sc == Sc::Compaction {
+                // Fill the current state sector to two slots short of full, so the step's
+                // changes cross into the next sector (erase + first slots).
+                let slots = w.slots();
+                let mut guard = 0;
+                while w.state_fill(&f).map(|(_, used)| used) != Some(slots - 2) {
+                    let d = boot(&mut f)?;
+                    updater_call(w, &mut f, d.bank, "setup rollback", |u| u.rollback())?;
+                    guard += 1;
+                    if guard > 4 * slots {
+                        return fail("setup: could not position the state ring");
+                    }
+                }
+            }
+        }
+        Sc::Provision => {}
+    }
+    if !f.violations().is_empty() {
+        return fail(format!("setup: NOR violations {:?}", f.violations()));
+    }
+    Ok(f)
+}
+
+impl<'w, const W: usize, const E: usize> Case<'w, W, E> {
+    /// Prepares `sc` in `w`.
+    pub fn new(w: &'w World<W, E>, sc: Sc) -> Result<Case<'w, W, E>, Stop> {
+        let mut pre = setup(w, sc)?;
+        let pre_state = w.read_state(&mut pre);
+        let f = w.img(ImgName::F).id;
+        let u1 = w.img(ImgName::U1).id;
+        let ps = pre_state.unwrap_or(BootState::factory(Bank::A, f, None));
+        let pending = |id| BankState::Pending {
+            image: id,
+            attempts_left: w.attempts(),
+        };
+        let mut expected = ps;
+        let (allowed, overwritten) = match sc {
+            Sc::Provision => (vec![ImgName::F], Some(Bank::A)),
+            Sc::Install | Sc::PaddedInstall | Sc::Rebuild | Sc::SecondUpdate => {
+                let (running, img) = sc.install().expect("install scenario");
+                let target = running.other();
+                *expected.bank_mut(target) = pending(w.img(img).id);
+                expected.preferred = target;
+                let old = if running == Bank::A {
+                    ImgName::F
+                } else {
+                    ImgName::U1
+                };
+                (vec![old, img], Some(target))
+            }
+            Sc::Trial => {
+                *expected.bank_mut(Bank::B) = BankState::Pending {
+                    image: u1,
+                    attempts_left: w.attempts() - 1,
+                };
+                (vec![ImgName::F, ImgName::U1], None)
+            }
+            Sc::Confirm => {
+                *expected.bank_mut(Bank::B) = BankState::Confirmed(u1);
+                expected.min_security_counter = u1.security_counter;
+                (vec![ImgName::F, ImgName::U1], None)
+            }
+            Sc::Reject | Sc::Decision => {
+                *expected.bank_mut(Bank::B) = BankState::Rejected(u1);
+                expected.preferred = Bank::A;
+                (vec![ImgName::F, ImgName::U1], None)
+            }
+            Sc::Rollback => {
+                expected.preferred = Bank::B;
+                (vec![ImgName::U2, ImgName::U1], None)
+            }
+            Sc::Compaction => {
+                if COMPACTION_CHANGES % 2 == 1 {
+                    expected.preferred = ps.preferred.other();
+                }
+                (vec![ImgName::U2, ImgName::U1], None)
+            }
+        };
+        Ok(Case {
+            w,
+            sc,
+            pre,
+            pre_state,
+            expected,
+            allowed,
+            overwritten,
+        })
+    }
+
+    /// A boot: the decision, checked. `None` only for "no bootable image" while provisioning.
+    fn boot(&self, flash: &mut DevFlash<W, E>) -> Result<Option<BootDecision>, Stop> {
+        let r = twinbank::decide(flash, &self.w.config());
+        match r {
+            Ok(d) => {
+                ok_after(flash, "boot decision")?;
+                self.check_decision(flash, &d)?;
+                Ok(Some(d))
+            }
+            Err(_) if flash.is_cut() => Err(Stop::Cut),
+            Err(BootError::NoBootableImage { .. }) if self.sc == Sc::Provision => Ok(None),
+            Err(e) => fail(format!("boot decision failed: {e}")),
+        }
+    }
+
+    /// The decision boots a bank that holds one of the allowed images, verified (byte-identical to
+    /// a signed image whose counter the state accepts), recorded for that bank as confirmed or as
+    /// pending with the attempt spent.
+    fn check_decision(&self, flash: &mut DevFlash<W, E>, d: &BootDecision) -> Result<(), Stop> {
+        let Some(state) = self.w.read_state(flash) else {
+            return fail(format!(
+                "boot decision {:?} but no valid state record",
+                d.bank
+            ));
+        };
+        let entry = *state.bank(d.bank);
+        let id = match entry {
+            BankState::Confirmed(id) => id,
+            BankState::Pending {
+                image,
+                attempts_left,
+            } => {
+                if d.reason != (BootReason::Trial { attempts_left }) {
+                    return fail(format!(
+                        "boots pending bank {} without spending an attempt ({}, state {entry})",
+                        d.bank, d.reason
+                    ));
+                }
+                image
+            }
+            other => {
+                return fail(format!("boots bank {} whose state is {other}", d.bank));
+            }
+        };
+        let Some(img) = self
+            .allowed
+            .iter()
+            .map(|n| self.w.img(*n))
+            .find(|i| i.bank == d.bank && i.id == id)
+        else {
+            return fail(format!(
+                "boots bank {} recorded as {entry}: neither the old nor the new image",
+                d.bank
+            ));
+        };
+        if !self.w.holds(flash, d.bank, img) {
+            return fail(format!(
+                "boots bank {} whose bytes are not the verified image {}",
+                d.bank, img.name
+            ));
+        }
+        if img.id.security_counter < state.min_security_counter {
+            return fail(format!(
+                "boots {} (counter {}) below the minimum counter {}",
+                img.name, img.id.security_counter, state.min_security_counter
+            ));
+        }
+        if d.version != img.id.version {
+            return fail("decision reports another version than the bank holds");
+        }
+        Ok(())
+    }
+
+    /// Invariants on the flash between boots: no NOR violation, the state exists (once
+    /// provisioned), the minimum counter never decreases and only a confirm (or the factory) raises
+    /// it, confirmed images outside the overwritten bank are still there, a pending bank is the
+    /// preferred one. `min` carries the last minimum observed.
+    pub fn check_flash(
+        &self,
+        flash: &mut DevFlash<W, E>,
+        min: &mut Option<u32>,
+    ) -> Result<(), Stop> {
+        if !flash.violations().is_empty() {
+            return fail(format!("NOR rule violation: {:?}", flash.violations()));
+        }
+        let Some(state) = self.w.read_state(flash) else {
+            if self.pre_state.is_none() {
+                return Ok(());
+            }
+            return fail("the state was lost (no valid record)");
+        };
+        let m = state.min_security_counter;
+        if let Some(prev) = *min {
+            if m < prev {
+                return fail(format!("minimum security counter decreased: {prev} -> {m}"));
+            }
+            if m > prev {
+                let by_confirm = self.sc == Sc::Confirm
+                    && matches!(state.bank(Bank::B), BankState::Confirmed(i) if i.security_counter == m);
+                let by_factory =
+                    self.sc == Sc::Provision && m == self.expected.min_security_counter;
+                if !by_confirm && !by_factory {
+                    return fail(format!(
+                        "minimum security counter raised {prev} -> {m} without a confirm (state {})",
+                        show(&state)
+                    ));
+                }
+            }
+        } else if self.pre_state.is_some() {
+            return fail("harness: no previous minimum");
+        }
+        *min = Some(m);
+        if let Some(pre) = &self.pre_state {
+            for bank in Bank::ALL {
+                if Some(bank) == self.overwritten {
+                    continue;
+                }
+                if let BankState::Confirmed(id) = pre.bank(bank) {
+                    if state.bank(bank) != &BankState::Confirmed(*id) {
+                        return fail(format!(
+                            "confirmed image of bank {bank} lost: now {}",
+                            state.bank(bank)
+                        ));
+                    }
+                    let img = self.w.by_digest(&id.digest).expect("known image");
+                    if !self.w.holds(flash, bank, img) {
+                        return fail(format!(
+                            "confirmed image {} in bank {bank} damaged",
+                            img.name
+                        ));
+                    }
+                }
+            }
+        }
+        for bank in Bank::ALL {
+            if matches!(state.bank(bank), BankState::Pending { .. }) && state.preferred != bank {
+                return fail(format!(
+                    "pending bank {bank} is not the preferred one: {}",
+                    show(&state)
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs a session on `flash` (powered on).
+    pub fn run(&self, flash: &mut DevFlash<W, E>, session: Session) -> Result<(), Stop> {
+        let w = self.w;
+        match session {
+            Session::Step => match self.sc {
+                Sc::Provision => provision(w, flash),
+                Sc::Install | Sc::PaddedInstall | Sc::Rebuild | Sc::SecondUpdate => {
+                    let (running, img) = self.sc.install().expect("install");
+                    upload(w, flash, running, w.img(img))
+                }
+                Sc::Trial | Sc::Decision => self.boot(flash).map(|_| ()),
+                Sc::Confirm => updater_call(w, flash, Bank::B, "confirm", |u| u.confirm()),
+                Sc::Reject => updater_call(w, flash, Bank::B, "reject", |u| u.reject()),
+                Sc::Rollback => {
+                    updater_call(w, flash, Bank::A, "rollback", |u| u.rollback())?;
+                    self.boot(flash).map(|_| ())
+                }
+                Sc::Compaction => {
+                    for _ in 0..COMPACTION_CHANGES {
+                        let d = self.booted(flash)?;
+                        updater_call(w, flash, d.bank, "rollback", |u| u.rollback())?;
+                    }
+                    self.boot(flash).map(|_| ())
+                }
+            },
+            Session::Recover => {
+                let d = self.boot(flash)?;
+                self.carry_on(flash, d)
+            }
+        }
+    }
+
+    fn booted(&self, flash: &mut DevFlash<W, E>) -> Result<BootDecision, Stop> {
+        match self.boot(flash)? {
+            Some(d) => Ok(d),
+            None => fail("no bootable image"),
+        }
+    }
+
+    /// What the device (or the factory line, or the operator) does after the reboot.
+    fn carry_on(&self, flash: &mut DevFlash<W, E>, d: Option<BootDecision>) -> Result<(), Stop> {
+        let w = self.w;
+        if self.sc == Sc::Provision {
+            // The factory line saw the cut: it provisions again, then boots.
+            provision(w, flash)?;
+            return self.booted(flash).map(|_| ());
+        }
+        let Some(d) = d else {
+            return fail("no bootable image");
+        };
+        let state = w
+            .read_state(flash)
+            .ok_or_else(|| Stop::Fail("no state".into()))?;
+        match self.sc {
+            Sc::Install | Sc::PaddedInstall | Sc::Rebuild | Sc::SecondUpdate => {
+                let (running, name) = self.sc.install().expect("install");
+                let img = w.img(name);
+                let done = matches!(
+                    state.bank(running.other()),
+                    BankState::Pending { image, .. } | BankState::Confirmed(image) | BankState::Rejected(image)
+                        if *image == img.id
+                );
+                if d.bank == running && !done {
+                    upload(w, flash, running, img)?;
+                }
+                Ok(())
+            }
+            Sc::Confirm | Sc::Reject => {
+                if d.bank == Bank::B && matches!(state.bank(Bank::B), BankState::Pending { .. }) {
+                    if self.sc == Sc::Confirm {
+                        updater_call(w, flash, Bank::B, "confirm", |u| u.confirm())
+                    } else {
+                        updater_call(w, flash, Bank::B, "reject", |u| u.reject())
+                    }
+                } else {
+                    Ok(())
+                }
+            }
+            Sc::Rollback => {
+                if d.bank == Bank::A {
+                    updater_call(w, flash, Bank::A, "rollback", |u| u.rollback())?;
+                    self.booted(flash)?;
+                }
+                Ok(())
+            }
+            Sc::Compaction => {
+                let mut d = d;
+                for _ in 0..COMPACTION_CHANGES {
+                    updater_call(w, flash, d.bank, "rollback", |u| u.rollback())?;
+                    d = self.booted(flash)?;
+                }
+                Ok(())
+            }
+            Sc::Trial | Sc::Decision | Sc::Provision => Ok(()),
+        }
+    }
+
+    /// Where the state may end up after a cut and its recovery.
+    pub fn acceptable(&self, s: &BootState) -> bool {
+        let w = self.w;
+        let f = w.img(ImgName::F).id;
+        let u1 = w.img(ImgName::U1).id;
+        let both_ok = |s: &BootState| {
+            s.bank(Bank::A) == &BankState::Confirmed(w.img(ImgName::U2).id)
+                && s.bank(Bank::B) == &BankState::Confirmed(u1)
+                && s.min_security_counter == 2
+        };
+        match self.sc {
+            Sc::Provision => *s == self.expected,
+            Sc::Install | Sc::PaddedInstall | Sc::Rebuild | Sc::SecondUpdate => {
+                let (running, name) = self.sc.install().expect("install");
+                let id = w.img(name).id;
+                let pre = self.pre_state.expect("pre");
+                let target = running.other();
+                s.bank(running) == pre.bank(running)
+                    && s.min_security_counter == pre.min_security_counter
+                    && match s.bank(target) {
+                        BankState::Pending { image, .. } => *image == id && s.preferred == target,
+                        BankState::Rejected(image) => *image == id && s.preferred == running,
+                        _ => false,
+                    }
+            }
+            Sc::Trial | Sc::Confirm => {
+                s.bank(Bank::A) == &BankState::Confirmed(f)
+                    && match s.bank(Bank::B) {
+                        BankState::Pending {
+                            image,
+                            attempts_left,
+                        } => {
+                            self.sc == Sc::Trial
+                                && *image == u1
+                                && *attempts_left < w.attempts()
+                                && s.preferred == Bank::B
+                                && s.min_security_counter == 1
+                        }
+                        BankState::Confirmed(image) => {
+                            self.sc == Sc::Confirm
+                                && *image == u1
+                                && s.preferred == Bank::B
+                                && s.min_security_counter == 2
+                        }
+                        BankState::Rejected(image) => {
+                            *image == u1 && s.preferred == Bank::A && s.min_security_counter == 1
+                        }
+                        _ => false,
+                    }
+            }
+            Sc::Reject | Sc::Decision => *s == self.expected,
+            Sc::Rollback => *s == self.expected,
+            Sc::Compaction => both_ok(s),
+        }
+    }
+
+    /// Boots (uncut, on a copy) until a confirmed image runs: must happen within attempts + 1
+    /// boots.
+    pub fn check_liveness(&self, flash: &DevFlash<W, E>) -> Result<(), Stop> {
+        let mut f = flash.clone();
+        for _ in 0..=self.w.attempts() {
+            let d = self.booted(&mut f)?;
+            let state = self.w.read_state(&mut f).expect("state after a boot");
+            if matches!(state.bank(d.bank), BankState::Confirmed(_)) {
+                return Ok(());
+            }
+        }
+        fail(format!(
+            "no confirmed image booted within {} boots",
+            self.w.attempts() + 1
+        ))
+    }
+}
+
+/// A compact rendering of a state.
+pub fn show(s: &BootState) -> String {
+    format!(
+        "[A {}, B {}, preferred {}, min {}]",
+        s.bank(Bank::A),
+        s.bank(Bank::B),
+        s.preferred,
+        s.min_security_counter
+    )
+}

@@ -1,0 +1,33 @@
+//! The reduced matrix (`--quick`) in the test suite.
+
+use twinbank_powercut::scenario::Sc;
+use twinbank_powercut::{render, run, Options};
+
+fn quick(scenarios: &[Sc]) {
+    let opts = Options {
+        quick: true,
+        scenarios: scenarios.to_vec(),
+        ..Options::default()
+    };
+    let report = run(&opts).expect("matrix");
+    println!("{}", render(&report, None));
+    println!("{}", report.summary());
+    assert!(
+        report.points() > 1000,
+        "the quick matrix cuts enough points"
+    );
+    assert_eq!(report.failures(), 0, "{}", report.summary());
+}
+
+/// Scenarios 1–9 of issue 3.
+#[test]
+fn quick_matrix_issue_scenarios() {
+    quick(&Sc::ALL[..9]);
+}
+
+/// Scenarios 10 and 11: updater edge cases (an image with a run of 0xff bytes across a sector
+/// boundary; a rebuild with the same header as the image still in the bank).
+#[test]
+fn quick_matrix_updater_edge_cases() {
+    quick(&[Sc::PaddedInstall, Sc::Rebuild]);
+}

@@ -3,7 +3,7 @@
 use crate::hex;
 use crate::CliError;
 use object::elf;
-use object::read::elf::{FileHeader, ProgramHeader};
+use object::read::elf::{FileHeader, ProgramHeader, SectionHeader};
 use object::Endianness;
 use std::path::Path;
 
@@ -155,9 +155,30 @@ fn elf_segments<H: FileHeader<Endian = Endianness>>(
     let phdrs = header
         .program_headers(endian, bytes)
         .map_err(|e| e.to_string())?;
+    // File ranges of the allocated sections with contents. A PT_LOAD segment that holds none of
+    // them only maps the ELF and program headers (rust-lld does that, into RAM): not firmware.
+    let sections: Vec<(u64, u64)> = header
+        .section_headers(endian, bytes)
+        .map_err(|e| e.to_string())?
+        .iter()
+        .filter(|s| {
+            s.sh_type(endian) != elf::SHT_NOBITS
+                && s.sh_flags(endian).0 & elf::SHF_ALLOC.0 != 0
+                && s.sh_size(endian).into() > 0
+        })
+        .map(|s| (s.sh_offset(endian).into(), s.sh_size(endian).into()))
+        .collect();
     let mut out = Vec::new();
     for ph in phdrs {
         if ph.p_type(endian) != elf::PT_LOAD || ph.p_filesz(endian).into() == 0 {
+            continue;
+        }
+        let (start, len): (u64, u64) = (ph.p_offset(endian).into(), ph.p_filesz(endian).into());
+        let holds_a_section = sections.is_empty()
+            || sections
+                .iter()
+                .any(|&(o, n)| o >= start && o.saturating_add(n) <= start.saturating_add(len));
+        if !holds_a_section {
             continue;
         }
         let paddr: u64 = ph.p_paddr(endian).into();

@@ -99,3 +99,69 @@ fn without_a_bootable_image_the_shim_says_so_and_stops() {
 fn firmware_blank() -> Vec<u8> {
     qemu_support::firmware::blank_flash(&fw().board)
 }
+
+/// The README's factory flow with the real host tool: sign the demo app's ELF (as the linker
+/// wrote it: rust-lld also maps the ELF headers into RAM, which `sign` must leave out) and
+/// provision a flash file; the device boots it confirmed, and again after a reset.
+#[test]
+fn factory_flow_with_the_host_tool_boots() {
+    let f = fw();
+    let dev = Device::new("factory_flow", &[]);
+    let elf = f.build.elf("app-v1-A");
+    let image = dev.dir.join("app-a.bin");
+    let flash = dev.dir.join("factory.bin");
+    let board = twinbank_tests::workspace().join("twinbank.toml");
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(twinbank_tests::host_bin())
+            .args(args)
+            .arg("--board")
+            .arg(&board)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "twinbank {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let (vid, cid) = (
+        f.board.device.vendor_id.clone().unwrap(),
+        f.board.device.class_id.clone().unwrap(),
+    );
+    run(&[
+        "sign",
+        "-k",
+        f.trusted.to_str().unwrap(),
+        "--version",
+        "1.0.0",
+        "--security-counter",
+        "1",
+        "--bank",
+        "A",
+        "--vid",
+        &vid,
+        "--cid",
+        &cid,
+        elf.to_str().unwrap(),
+        "-o",
+        image.to_str().unwrap(),
+    ]);
+    run(&[
+        "provision",
+        "-k",
+        f.trusted.to_str().unwrap(),
+        "--image-a",
+        image.to_str().unwrap(),
+        "-o",
+        flash.to_str().unwrap(),
+    ]);
+    let dev = Device::new("factory_flow", &std::fs::read(&flash).unwrap());
+    let o = dev.run(&["resets=1", "halt"]);
+    expect_exit_ok(&o);
+    assert_eq!(
+        o.boot_lines(),
+        vec!["twinbank: boot A 1.0.0+0 normal"; 2],
+        "output:\n{}",
+        o.output
+    );
+}

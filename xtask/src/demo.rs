@@ -122,54 +122,8 @@ impl Demo {
 }
 
 fn check_tools() -> Result<(), String> {
-    let installed = Command::new("rustup")
-        .args(["target", "list", "--installed"])
-        .output()
-        .map(|o| {
-            String::from_utf8_lossy(&o.stdout)
-                .lines()
-                .any(|l| l.trim() == firmware::TARGET)
-        });
-    match installed {
-        Ok(true) => {}
-        Ok(false) => {
-            println!("installing the Rust target {}", firmware::TARGET);
-            let ok = Command::new("rustup")
-                .args(["target", "add", firmware::TARGET])
-                .status()
-                .is_ok_and(|s| s.success());
-            if !ok {
-                return Err(format!("`rustup target add {}` failed", firmware::TARGET));
-            }
-        }
-        Err(_) => println!(
-            "rustup not found: assuming the {} target is installed (else: rustup target add {})",
-            firmware::TARGET,
-            firmware::TARGET
-        ),
-    }
-    if qemu::available() {
-        return Ok(());
-    }
-    let root = Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
-    let apt = Command::new("apt-get").arg("--version").output().is_ok();
-    if root && apt {
-        println!("qemu-system-arm not found: installing it (apt-get install -y qemu-system-arm)");
-        let _ = Command::new("apt-get").args(["update", "-q"]).status();
-        let _ = Command::new("apt-get")
-            .args(["install", "-y", "-q", "qemu-system-arm"])
-            .status();
-        if qemu::available() {
-            return Ok(());
-        }
-    }
-    Err("qemu-system-arm is not installed. Install it with:\n    \
-         sudo apt-get update && sudo apt-get install -y qemu-system-arm\n\
-         (Debian/Ubuntu; QEMU 7.2 or newer with the mps2-an385 machine)"
-        .into())
+    crate::tools::ensure_thumb_target()?;
+    crate::tools::ensure_qemu()
 }
 
 /// Finds the next line at or after `*at` that contains `needle`; advances `*at` past it.

@@ -63,14 +63,33 @@ pub fn ensure_thumb_target() -> Result<(), String> {
     })
 }
 
-/// Makes sure qemu-system-arm exists; otherwise says how to install it.
+/// Makes sure qemu-system-arm exists: installs it with apt-get when running as root on a Debian
+/// machine (as CI does), otherwise says how to install it.
 pub fn ensure_qemu() -> Result<(), String> {
     if works(Command::new("qemu-system-arm").arg("--version")) {
         return Ok(());
     }
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
+    if root && works(Command::new("apt-get").arg("--version")) {
+        eprintln!(
+            "xtask: qemu-system-arm is missing; installing it (apt-get install -y qemu-system-arm)"
+        );
+        let _ = Command::new("apt-get").args(["update", "-q"]).status();
+        let _ = Command::new("apt-get")
+            .args(["install", "-y", "-q", "qemu-system-arm"])
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status();
+        if works(Command::new("qemu-system-arm").arg("--version")) {
+            return Ok(());
+        }
+    }
     Err(
-        "qemu-system-arm is missing: install it with `sudo apt-get install -y qemu-system-arm` \
-         (Debian/Ubuntu; QEMU ≥ 7.2 with the mps2-an385 board), then run this command again"
+        "qemu-system-arm is missing: install it with `sudo apt-get update && sudo apt-get install \
+         -y qemu-system-arm` (Debian/Ubuntu; QEMU ≥ 7.2 with the mps2-an385 board), then run this \
+         command again"
             .into(),
     )
 }

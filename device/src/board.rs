@@ -147,7 +147,7 @@ impl std::error::Error for BoardError {}
 /// Parses a UUID in its usual text form (hyphens optional), as `imgtool --vid` accepts it.
 pub fn parse_uuid(s: &str) -> Option<Uuid> {
     let hex: Vec<u8> = s.bytes().filter(|&b| b != b'-').collect();
-    if hex.len() != 32 {
+    if hex.len() != 32 || !hex.iter().all(u8::is_ascii_hexdigit) {
         return None;
     }
     let mut out = [0u8; 16];
@@ -166,12 +166,15 @@ impl BoardDescription {
         d.layout()?;
         d.ids()?;
         d.attempts()?;
-        let vt = d.layout()?.bank_address(crate::layout::Bank::A) + d.image.header_size as u32;
-        if d.image.vector_alignment == 0 || !vt.is_multiple_of(d.image.vector_alignment) {
-            return Err(BoardError::VectorMisaligned {
-                header_size: d.image.header_size,
-                alignment: d.image.vector_alignment,
-            });
+        let layout = d.layout()?;
+        for bank in crate::layout::Bank::ALL {
+            let vt = layout.bank_address(bank) + d.image.header_size as u32;
+            if d.image.vector_alignment == 0 || !vt.is_multiple_of(d.image.vector_alignment) {
+                return Err(BoardError::VectorMisaligned {
+                    header_size: d.image.header_size,
+                    alignment: d.image.vector_alignment,
+                });
+            }
         }
         Ok(d)
     }

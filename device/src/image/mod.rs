@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! bank start
-//! | header (32 B) + zero pad to hdr_size | payload (vector table first) | prot. TLVs | TLVs |
+//! | header (32 B) + 0xff pad to hdr_size | payload (vector table first) | prot. TLVs | TLVs |
 //!   <------------------ hashed by TLV 0x10 (SHA-256) ------------------------->
 //!   protected:   0x50 security counter, 0x74 vendor UUID, 0x75 class UUID
 //!   unprotected: 0x10 SHA-256, 0x01 KEYHASH (or 0x02 PUBKEY), 0x24 Ed25519(signature of digest)

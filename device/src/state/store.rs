@@ -15,9 +15,10 @@
 //!   blank: an interrupted erase can leave weak bits) and the record goes to its first slot. The
 //!   sector erased is never the one holding the newest valid record, so the only valid copy is
 //!   never erased; until the new record is complete, the old one still wins.
-//! - Within the sector being appended to, slots fill in order, so a scan stops at the first blank
-//!   slot of each sector: no newer record can follow it (an interrupted erase leaves only records
-//!   older than the newest one elsewhere).
+//! - The scan reads every slot: a write the driver refused before programming anything leaves a
+//!   blank slot that the next record skips, so a newer record can follow a blank slot.
+//! - Every write attempt consumes its sequence number, so a record that landed although the driver
+//!   reported an error can never tie with (and win against) the record written after it.
 //! - Each record is read back after writing; a mismatch is reported and the slot is left behind.
 
 use super::record::{decode, encode, RECORD_SIZE};
@@ -72,6 +73,9 @@ pub struct StateStore {
     cursor: Option<Cursor>,
     seq: u32,
     current: Option<BootState>,
+    /// A write failed since the last successful one: the flash may hold a newer record than
+    /// `current`.
+    uncertain: bool,
 }
 
 impl StateStore {
@@ -86,7 +90,7 @@ impl StateStore {
 
     /// Scans the state region and finds the newest valid record.
     ///
-    /// Reads each slot once up to the first blank slot of each sector; stack: one record buffer.
+    /// Reads each slot once; stack: one record buffer.
     pub fn open<F: ReadNorFlash>(flash: &mut F, layout: &Layout) -> Result<StateStore, StateError> {
         let mut store = StateStore {
             region_offset: layout.state().offset.0,
@@ -95,6 +99,7 @@ impl StateStore {
             cursor: None,
             seq: 0,
             current: None,
+            uncertain: false,
         };
         let mut buf = [0u8; RECORD_SIZE];
         for sector in 0..store.sectors {
@@ -104,7 +109,8 @@ impl StateStore {
                 read_exact(flash, store.slot_offset(sector, slot), &mut buf)
                     .map_err(StateError::Flash)?;
                 if buf.iter().all(|&b| b == ERASED) {
-                    break;
+                    // A slot left blank by a failed write may precede newer records.
+                    continue;
                 }
                 used = slot + 1;
                 if let Some((state, seq)) = decode(&buf) {
@@ -127,7 +133,8 @@ impl StateStore {
         self.current.as_ref()
     }
 
-    /// Sequence number of the newest record (0 when there is none).
+    /// Sequence number of the newest record, or of the last write attempt if that was later (0
+    /// when there is none).
     pub fn sequence(&self) -> u32 {
         self.seq
     }
@@ -142,22 +149,23 @@ impl StateStore {
         flash: &mut F,
         state: &BootState,
     ) -> Result<(), StateError> {
-        if self.current.as_ref() == Some(state) {
+        if !self.uncertain && self.current.as_ref() == Some(state) {
             return Ok(());
         }
-        let seq = match self.current {
-            Some(_) => self
-                .seq
-                .checked_add(1)
-                .ok_or(StateError::SequenceExhausted)?,
-            None => 1,
-        };
+        // `seq` is 0 without a record. Every attempt consumes its number, even a failed one.
+        let seq = self
+            .seq
+            .checked_add(1)
+            .ok_or(StateError::SequenceExhausted)?;
         let target = match self.cursor {
             Some(c) if c.slot < self.slots() => c,
             Some(c) => self.erase_sector(flash, (c.sector + 1) % self.sectors)?,
             None => self.erase_sector(flash, 0)?,
         };
         let record = encode(state, seq);
+        self.seq = seq;
+        // Until this write is known to have succeeded, flash may hold it or not: no shortcuts.
+        self.uncertain = true;
         let offset = self.slot_offset(target.sector, target.slot);
         // The slot is consumed whatever happens next: never program it twice.
         self.cursor = Some(Cursor {
@@ -173,7 +181,7 @@ impl StateStore {
             return Err(StateError::WriteVerifyFailed);
         }
         self.current = Some(*state);
-        self.seq = seq;
+        self.uncertain = false;
         Ok(())
     }
 

@@ -195,17 +195,35 @@ fn operator_session_over_tcp() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("linked for"));
     assert_eq!(status_json(dir, a), s);
 
-    // A complete transfer of v2x without activation leaves bank B holding v2x's bytes.
-    ok(dir, &["serial", "--tcp", a, "upload", "v2x-b.bin"]);
+    // An interrupted transfer of v2x (link cut after 10 chunks, one try: the tool gives up)
+    // leaves bank B with a prefix of v2x, whose header equals v2's.
+    drop_after.store(1 + 2 + 11, Ordering::SeqCst);
+    let out = twinbank(
+        dir,
+        &[
+            "serial",
+            "--tcp",
+            a,
+            "--tries",
+            "1",
+            "--timeout",
+            "1",
+            "upload",
+            "v2x-b.bin",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2), "the interrupted upload fails");
+    assert_eq!(drop_after.load(Ordering::SeqCst), 0);
     assert_eq!(
         status_json(dir, a),
         s,
         "a transfer without --activate changes no state"
     );
 
-    // Upload v2 with the link cut after 5 chunks: the device resumes over v2x's bytes (same
-    // header), the client reconnects and resumes; the finish finds the mix, and the client uploads
-    // again from the start.
+    // Upload v2 with the link cut after 5 chunks: the device resumes over v2x's prefix (same
+    // header, no TLVs yet to tell them apart), the client reconnects and resumes; the finish finds
+    // the mix, the device erases the bank's first sector, and the client uploads again from the
+    // start by itself.
     drop_after.store(1 + 2 + 5, Ordering::SeqCst); // info, status, begin, then 5 chunks
     let up: serde_json::Value = serde_json::from_str(&ok(
         dir,

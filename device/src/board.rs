@@ -227,3 +227,44 @@ impl BoardDescription {
         Attempts::new(self.device.attempts).ok_or(BoardError::BadAttempts(self.device.attempts))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shipped() -> String {
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../twinbank.toml")).unwrap()
+    }
+
+    #[test]
+    fn the_shipped_board_description_is_valid() {
+        let d = BoardDescription::parse(&shipped()).unwrap();
+        assert_eq!(d.attempts().unwrap().get(), 3);
+        assert!(d.ids().unwrap().vendor.is_some());
+    }
+
+    #[test]
+    fn refuses_a_misaligned_bank_b_vector_table() {
+        // Vector tables 8 KiB aligned: bank A at 0x21010000 + 0x2000 is, bank B moved one
+        // 4 KiB sector up (0x21111000 + 0x2000) is not.
+        let text = shipped()
+            .replace("vector_alignment = 0x400", "vector_alignment = 0x2000")
+            .replace("header_size = 0x400", "header_size = 0x2000");
+        assert!(BoardDescription::parse(&text).is_ok());
+        let moved = text.replace(
+            "bank_b = { offset = 0x00110000",
+            "bank_b = { offset = 0x00111000",
+        );
+        assert!(matches!(
+            BoardDescription::parse(&moved),
+            Err(BoardError::VectorMisaligned { .. })
+        ));
+    }
+
+    #[test]
+    fn uuids_must_be_hex() {
+        assert!(parse_uuid("5a1a2b3c-0d0e-4f10-8112-131415161718").is_some());
+        assert_eq!(parse_uuid("+a1a2b3c-0d0e-4f10-8112-131415161718"), None);
+        assert_eq!(parse_uuid("5a1a2b3c-0d0e-4f10-8112-1314151617"), None);
+    }
+}

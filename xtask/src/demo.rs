@@ -533,6 +533,27 @@ fn parse_kv(line: &str, key: &str) -> Option<u64> {
 
 type SerialRow = (usize, u64, f64, f64, f64);
 
+/// v1 (bank A, counter 1) and v2 (bank B, counter 2), their payloads padded to `size` bytes.
+fn padded_pair(demo: &Demo, size: usize) -> Result<(Vec<u8>, Vec<u8>), String> {
+    let sign = |elf: &str, bank, version, counter| {
+        firmware::sign_elf(
+            &demo.build.elf(elf),
+            &Signing {
+                board: &demo.board,
+                bank,
+                version,
+                security_counter: counter,
+                key: &demo.key,
+                pad_to: Some(size),
+            },
+        )
+    };
+    Ok((
+        sign("app-v1-A", Bank::A, "1.0.0", 1)?,
+        sign("app-v2-B", Bank::B, "2.0.0", 2)?,
+    ))
+}
+
 /// Uploads v2 padded to 64 KiB and 256 KiB over the UART of a served QEMU device with the host
 /// tool; returns its figures and the app's RAM line.
 fn measure_serial(
@@ -544,21 +565,7 @@ fn measure_serial(
     let mut rows = Vec::new();
     let mut ram = String::new();
     for size in [64 * 1024usize, 256 * 1024] {
-        let sign = |elf: &str, bank, version, counter| {
-            firmware::sign_elf(
-                &demo.build.elf(elf),
-                &Signing {
-                    board: &demo.board,
-                    bank,
-                    version,
-                    security_counter: counter,
-                    key: &demo.key,
-                    pad_to: Some(size),
-                },
-            )
-        };
-        let a = sign("app-v1-A", Bank::A, "1.0.0", 1)?;
-        let b = sign("app-v2-B", Bank::B, "2.0.0", 2)?;
+        let (a, b) = padded_pair(demo, size)?;
         let path = work.join("flash.bin");
         qemu::write_flash(&path, &firmware::factory_flash(&demo.board, &a, keys)?)?;
         let img = work.join("serial.img");
@@ -612,21 +619,7 @@ fn measure(demo: &Demo) -> Result<(), String> {
     let mut rows = Vec::new();
     let mut updates = Vec::new();
     for size in [64 * 1024usize, 256 * 1024] {
-        let sign = |elf: &str, bank, version, counter| {
-            firmware::sign_elf(
-                &demo.build.elf(elf),
-                &Signing {
-                    board: &demo.board,
-                    bank,
-                    version,
-                    security_counter: counter,
-                    key: &demo.key,
-                    pad_to: Some(size),
-                },
-            )
-        };
-        let a = sign("app-v1-A", Bank::A, "1.0.0", 1)?;
-        let b = sign("app-v2-B", Bank::B, "2.0.0", 2)?;
+        let (a, b) = padded_pair(demo, size)?;
         let id = firmware::image_id(&demo.board, Bank::A, &a, &keys)?;
         for (kind, state) in [
             ("normal", twinbank::BootState::factory(Bank::A, id, None)),

@@ -128,8 +128,21 @@ pub enum Unbootable {
     Empty,
     /// The state says the bank's image was rejected.
     Rejected,
+    /// The state says an update is being written into the bank.
+    Receiving,
     /// The image failed verification.
     Invalid(ImageError),
+}
+
+impl Unbootable {
+    /// Why a bank in this (non-bootable) state cannot boot.
+    fn of_state(state: &BankState) -> Unbootable {
+        match state {
+            BankState::Rejected(_) => Unbootable::Rejected,
+            BankState::Receiving(_) => Unbootable::Receiving,
+            _ => Unbootable::Empty,
+        }
+    }
 }
 
 impl fmt::Display for Unbootable {
@@ -137,6 +150,7 @@ impl fmt::Display for Unbootable {
         match self {
             Unbootable::Empty => f.write_str("empty"),
             Unbootable::Rejected => f.write_str("rejected"),
+            Unbootable::Receiving => f.write_str("receiving an update"),
             Unbootable::Invalid(e) => write!(f, "{e}"),
         }
     }
@@ -260,16 +274,10 @@ pub fn decide<F: NorFlash>(flash: &mut F, config: &Config<'_>) -> Result<BootDec
                 Err(cause) => cause,
             },
             BankState::Pending { .. } => RollbackCause::AttemptsExhausted,
-            BankState::Empty | BankState::Rejected(_) => {
-                verdict[bank.index()] = match current {
-                    BankState::Rejected(_) => Unbootable::Rejected,
-                    _ => Unbootable::Empty,
-                };
+            BankState::Empty | BankState::Rejected(_) | BankState::Receiving(_) => {
+                verdict[bank.index()] = Unbootable::of_state(&current);
                 let other = bank.other();
-                if matches!(
-                    state.bank(other),
-                    BankState::Confirmed(_) | BankState::Pending { .. }
-                ) {
+                if state.bank(other).may_boot() {
                     state.preferred = other;
                     store.write(flash, &state)?;
                     continue;
@@ -286,29 +294,21 @@ pub fn decide<F: NorFlash>(flash: &mut F, config: &Config<'_>) -> Result<BootDec
             *state.bank_mut(bank) = BankState::Rejected(*id);
         }
         let other = bank.other();
-        let other_may_boot = matches!(
-            state.bank(other),
-            BankState::Confirmed(_) | BankState::Pending { .. }
-        );
+        let other_may_boot = state.bank(other).may_boot();
         if other_may_boot {
             state.preferred = other;
         }
         store.write(flash, &state)?;
         rolled_back.get_or_insert((bank, failure));
         if !other_may_boot {
-            verdict[other.index()] = match state.bank(other) {
-                BankState::Rejected(_) => Unbootable::Rejected,
-                _ => Unbootable::Empty,
-            };
+            verdict[other.index()] = Unbootable::of_state(state.bank(other));
             break;
         }
     }
     // Report the other bank's status too when the loop ended before looking at it.
     for bank in Bank::ALL {
         if verdict[bank.index()] == Unbootable::Empty {
-            if let BankState::Rejected(_) = state.bank(bank) {
-                verdict[bank.index()] = Unbootable::Rejected;
-            }
+            verdict[bank.index()] = Unbootable::of_state(state.bank(bank));
         }
     }
     Err(BootError::NoBootableImage {

@@ -2,26 +2,44 @@
 //! reject itself, or switch back to the other bank.
 //!
 //! ```text
-//! begin(manifest) ── checks fit, bank binding, ids, counter; if the target holds the confirmed
-//!                    fallback, writes "target Empty" first; erases the sectors the image needs
-//!                                                                   → next offset (0, or resume)
+//! begin(manifest) ── checks fit, bank binding, ids, counter (nothing written if refused)
+//!                    record "target Receiving{image, from 0, erased: false}" (unless Empty)
+//!                    erase every sector the image spans
+//!                    record "target Receiving{image, from 0, erased: true}"      → next offset 0
 //! write(offset, bytes) … any lengths; resends of identical bytes are no-ops  → next offset
 //! finish()        ── verifies the whole image from flash; writes "target Pending(N), preferred"
 //! (reset) ─► bootloader spends an attempt ─► app runs its health check ─► confirm() / reject()
 //! ```
 //!
 //! The target is always the bank that is *not running*, so an update never touches the code
-//! being executed. A refused image leaves the boot state untouched unless the target held the
-//! fallback (giving it up is the one record an install writes before the activation record).
+//! being executed. A refused manifest writes nothing. Once the checks pass, the first record gives
+//! up whatever the target held (the fallback included) before its first erase.
 //!
-//! Uploads resume after a disconnect or a power cut: `begin` with the same manifest, while the
-//! target is not bootable, starts with the same header and does not hold the complete TLVs of
-//! another image, finds from flash how far the image got (it re-erases the last sector touched,
-//! whose last write may be torn, and asks for the bytes from that sector's start). Write units
-//! that are all 0xff are never programmed, so "programmed" always equals "reads non-erased" and a
-//! resume never programs a unit twice. Should the resumed bytes still belong to another image
-//! (an interrupted upload of a rebuild with an identical header), `finish` fails verification and
-//! erases the target's first sector, so the next `begin` starts afresh.
+//! ## Resume
+//! An interrupted upload (disconnect, host crash, power cut) resumes only for the same image: the
+//! state names the image being received (digest, length, version, counter) — the same header is
+//! not enough. `Receiving { from_sector, erased: true }` proves that every sector of the image's
+//! span from `from_sector` on was completely erased after the bytes before it were written, and
+//! that since then only this image's bytes were programmed, in order; so the sector of the last
+//! programmed byte is where the upload got to. A resume records `erased: false` for that sector,
+//! erases it and *every later sector of the span* (a torn write can leave a unit that reads
+//! erased but is partly programmed, and an interrupted erase leaves garbage), then records
+//! `erased: true` and asks for the bytes from that sector's start. While `erased` is false the
+//! sectors from `from_sector` on prove nothing and the resume starts at `from_sector`. Write
+//! units that are all 0xff are never programmed, so "programmed" equals "reads non-erased" and no
+//! unit is ever programmed twice between erases.
+//!
+//! ## Spreading the erase
+//! [`Updater::begin`] erases every sector the image needs before it returns (on a 1 MiB image with
+//! 4 KiB sectors that is 256 erases: seconds on most internal flash). An application with other
+//! work calls [`Updater::start`] instead and then [`Updater::erase_next`] one sector at a time
+//! (`write` completes any erase still pending).
+//!
+//! ## After a failed state write
+//! A record write that reports an error may still have landed. Before every decision the updater
+//! re-reads the newest valid record ([`StateStore::refresh`]), so it never decides from a RAM copy
+//! that a reset would contradict (e.g. a rollback computed from "pending, minimum 1" after a
+//! confirm raised the minimum on flash).
 //!
 //! RAM: the manifest (≈ 120 B) and one partial write unit (≤ 32 B). Stack: 64-byte compare buffer,
 //! plus image verification in `finish` (see [`crate::image`]).
@@ -33,7 +51,7 @@ use crate::image::{
     ProtectedInfo, HEADER_SIZE,
 };
 use crate::layout::Bank;
-use crate::state::{BankState, BootState, ImageId, StateError, StateStore};
+use crate::state::{BankState, BootState, ImageId, Receiving, StateError, StateStore};
 use crate::Config;
 use core::fmt;
 use embedded_storage::nor_flash::{NorFlash, ReadNorFlash};
@@ -175,6 +193,8 @@ pub enum UpdateError {
     /// The operation would leave no bootable image (the other bank holds no confirmed image
     /// the device still accepts).
     NoFallback,
+    /// The bank holds more erase sectors than the state record can count (65 535).
+    TooManySectors,
 }
 
 impl fmt::Display for UpdateError {
@@ -210,6 +230,9 @@ impl fmt::Display for UpdateError {
             UpdateError::NotPending => f.write_str("the running image is not on trial"),
             UpdateError::NoFallback => {
                 f.write_str("refused: the other bank holds no confirmed image to fall back to")
+            }
+            UpdateError::TooManySectors => {
+                f.write_str("the image spans more than 65535 erase sectors")
             }
         }
     }
@@ -264,11 +287,30 @@ fn program<F: NorFlash>(
 struct Upload {
     bank: Bank,
     manifest: Manifest,
+    /// Sectors of the bank (counted from its start) still to erase before bytes can be
+    /// programmed: `[erase_next, erase_end)`. Empty once the erase is complete and recorded.
+    erase_next: u32,
+    erase_end: u32,
     /// Every byte below `next` was accepted: programmed, or held in `partial`.
     next: u32,
     /// Bytes `[next - partial_len, next)`: the start of a write unit not yet programmed.
     partial: [u8; crate::layout::MAX_WRITE_SIZE as usize],
     partial_len: usize,
+}
+
+impl Upload {
+    fn erasing(&self) -> bool {
+        self.erase_next < self.erase_end
+    }
+}
+
+/// What [`Updater::start`] found: where the upload continues and how much erasing is left.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Start {
+    /// The offset of the first byte to send (0 for a fresh upload; a sector start on resume).
+    pub offset: u32,
+    /// Sector erases to do before bytes can be programmed ([`Updater::erase_next`]).
+    pub erases: u32,
 }
 
 /// The application's handle on updates. `running` is the bank the application executes from
@@ -295,9 +337,17 @@ impl<'a, F: NorFlash> Updater<'a, F> {
         })
     }
 
-    /// The current boot state (`None` on an unprovisioned device).
+    /// The boot state as last read or written (`None` on an unprovisioned device). After an
+    /// operation failed on a state write, call [`Updater::refresh`] first to see what the flash
+    /// holds; every operation of the updater does so itself.
     pub fn state(&self) -> Option<&BootState> {
         self.store.current()
+    }
+
+    /// Re-reads the state from flash if a state write failed since it was last known.
+    pub fn refresh(&mut self) -> Result<(), UpdateError> {
+        self.store.refresh(&mut self.flash)?;
+        Ok(())
     }
 
     /// The bank the application runs from.
@@ -320,7 +370,9 @@ impl<'a, F: NorFlash> Updater<'a, F> {
         self.upload.map(|u| u.next)
     }
 
-    fn current(&self) -> Result<BootState, UpdateError> {
+    /// The state as the flash holds it (re-read after a failed write).
+    fn current(&mut self) -> Result<BootState, UpdateError> {
+        self.store.refresh(&mut self.flash)?;
         self.store
             .current()
             .copied()
@@ -332,9 +384,20 @@ impl<'a, F: NorFlash> Updater<'a, F> {
     }
 
     /// Starts (or resumes) installing the image described by `manifest` into the bank that is
-    /// not running. Checks everything the manifest can tell before erasing anything; returns the
-    /// offset of the first byte to send (0 for a fresh upload).
+    /// not running, and erases what it needs: [`Updater::start`] followed by every
+    /// [`Updater::erase_next`]. Returns the offset of the first byte to send (0 for a fresh
+    /// upload).
     pub fn begin(&mut self, manifest: &Manifest) -> Result<u32, UpdateError> {
+        let start = self.start(manifest)?;
+        while self.erase_next()? > 0 {}
+        Ok(start.offset)
+    }
+
+    /// Checks everything the manifest can tell (nothing is written when it is refused), then
+    /// records the upload. The sectors to erase are erased by [`Updater::erase_next`] (or by the
+    /// first [`Updater::write`]). An upload of the same image that was interrupted resumes (see
+    /// the module documentation).
+    pub fn start(&mut self, manifest: &Manifest) -> Result<Start, UpdateError> {
         self.upload = None;
         let mut state = self.current()?;
         if matches!(state.bank(self.running), BankState::Pending { .. }) {
@@ -355,91 +418,137 @@ impl<'a, F: NorFlash> Updater<'a, F> {
             }
             .into());
         }
-        let base = params.offset;
         let erase = self.config.layout.erase_size();
-        let mut next = 0;
-        let target_state = *state.bank(target);
-        let resumable = matches!(target_state, BankState::Empty | BankState::Rejected(_));
-        if resumable
-            && self.header_in_bank(base, manifest)?
-            && !self.other_image_in_bank(base, manifest)?
-        {
-            next = self.resume_point(base, manifest.total_len)?;
-        } else {
-            if let BankState::Confirmed(_) | BankState::Pending { .. } = target_state {
-                // Give up the fallback, in one record, before touching its bank.
-                *state.bank_mut(target) = BankState::Empty;
-                self.store.write(&mut self.flash, &state)?;
+        let span = manifest.total_len.div_ceil(erase);
+        if span > u16::MAX as u32 {
+            return Err(UpdateError::TooManySectors);
+        }
+        let base = params.offset;
+        let image = manifest.image_id();
+        let from = match *state.bank(target) {
+            BankState::Receiving(r) if r.image == image => {
+                self.resume_sector(base, manifest, r, span)?
             }
-            let sectors = manifest.total_len.div_ceil(erase);
-            for s in 0..sectors {
-                let from = base + s * erase;
-                self.flash
-                    .erase(from, from + erase)
-                    .map_err(Self::flash_err)?;
-            }
+            _ => 0,
+        };
+        // From here on the bank is rewritten from `from`: say so before the first erase, so that
+        // nothing (a resume, the boot decision, a rollback) trusts what the sectors held.
+        let receiving = |erased| {
+            BankState::Receiving(Receiving {
+                image,
+                // `from < span <= u16::MAX`.
+                from_sector: from as u16,
+                erased,
+            })
+        };
+        if !(from == 0 && *state.bank(target) == BankState::Empty) {
+            *state.bank_mut(target) = receiving(false);
+            self.store.write(&mut self.flash, &state)?;
         }
         self.upload = Some(Upload {
             bank: target,
             manifest: *manifest,
-            next,
+            erase_next: from,
+            erase_end: span,
+            next: from * erase,
             partial: [ERASED; crate::layout::MAX_WRITE_SIZE as usize],
             partial_len: 0,
         });
-        Ok(next)
+        Ok(Start {
+            offset: from * erase,
+            erases: span - from,
+        })
+    }
+
+    /// Erases the next sector the upload needs; after the last one, records that the bank is
+    /// erased (`Receiving { erased: true }`). Returns the erases left (0: ready for bytes).
+    pub fn erase_next(&mut self) -> Result<u32, UpdateError> {
+        let mut up = self.upload.ok_or(UpdateError::NoUpload)?;
+        if !up.erasing() {
+            return Ok(0);
+        }
+        // Until this step succeeds, the upload must be started again.
+        self.upload = None;
+        let erase = self.config.layout.erase_size();
+        let from = self.config.layout.bank(up.bank).offset.0 + up.erase_next * erase;
+        self.flash
+            .erase(from, from + erase)
+            .map_err(Self::flash_err)?;
+        up.erase_next += 1;
+        if !up.erasing() {
+            let mut state = self.current()?;
+            *state.bank_mut(up.bank) = BankState::Receiving(Receiving {
+                image: up.manifest.image_id(),
+                from_sector: (up.next / erase) as u16,
+                erased: true,
+            });
+            self.store.write(&mut self.flash, &state)?;
+        }
+        self.upload = Some(up);
+        Ok(up.erase_end - up.erase_next)
+    }
+
+    /// Where an interrupted upload of this image continues (a sector of the bank): `r` says from
+    /// which sector on the bank was rewritten and whether those sectors were completely erased.
+    fn resume_sector(
+        &mut self,
+        base: u32,
+        manifest: &Manifest,
+        r: Receiving,
+        span: u32,
+    ) -> Result<u32, UpdateError> {
+        let from = r.from_sector as u32;
+        if from >= span {
+            return Ok(0);
+        }
+        let sector = if r.erased {
+            self.last_written_sector(base, from, manifest.total_len)?
+        } else {
+            from
+        };
+        // The header is the first thing written: a resume past it must find it (a bank damaged
+        // behind the updater's back starts afresh).
+        if sector > 0 && !self.header_in_bank(base, manifest)? {
+            return Ok(0);
+        }
+        Ok(sector)
     }
 
     fn header_in_bank(&mut self, base: u32, manifest: &Manifest) -> Result<bool, UpdateError> {
         let mut b = [0u8; HEADER_SIZE];
-        read_exact(&mut self.flash, base, &mut b).map_err(UpdateError::Flash)?;
+        read_exact(&mut self.flash, base, &mut b)
+            .map_err(UpdateError::Flash)?;
         Ok(b == manifest.header_bytes)
     }
 
-    /// True when the bank holds the complete TLV area of another image with this header (a rebuild
-    /// with the same version and size): its bytes are not a partial upload of `manifest`'s image.
-    fn other_image_in_bank(&mut self, base: u32, manifest: &Manifest) -> Result<bool, UpdateError> {
-        let at = manifest.header.hashed_len() as u32;
-        if at + 40 > manifest.total_len {
-            return Ok(false);
-        }
-        let mut b = [0u8; 40];
-        read_exact(&mut self.flash, base + at, &mut b).map_err(UpdateError::Flash)?;
-        let info = u16::from_le_bytes([b[0], b[1]]) == tlv::TLV_INFO_MAGIC;
-        let sha = u16::from_le_bytes([b[4], b[5]]) == tlv::TLV_SHA256 && b[6..8] == [32, 0];
-        Ok(info && sha && b[8..40] != manifest.digest)
-    }
-
-    /// Where an interrupted upload resumes: the start of the sector holding the last programmed
-    /// byte, after erasing that sector (its last write may be torn).
-    fn resume_point(&mut self, base: u32, total: u32) -> Result<u32, UpdateError> {
+    /// The sector holding the last byte that reads non-erased in `[from sector, total)`, or
+    /// `from` when there is none. Scans backwards from the end of the image's span.
+    fn last_written_sector(&mut self, base: u32, from: u32, total: u32) -> Result<u32, UpdateError> {
         const BLOCK: u32 = 64;
         let erase = self.config.layout.erase_size();
+        let floor = from * erase;
         let mut end = total;
-        let mut last = None;
-        while end > 0 {
-            let start = end.saturating_sub(BLOCK);
+        while end > floor {
+            let start = end.saturating_sub(BLOCK).max(floor);
             if !is_erased(&mut self.flash, base + start, end - start).map_err(UpdateError::Flash)? {
                 let mut buf = [0u8; BLOCK as usize];
                 let n = (end - start) as usize;
                 read_exact(&mut self.flash, base + start, &mut buf[..n])
                     .map_err(UpdateError::Flash)?;
                 let i = buf[..n].iter().rposition(|&b| b != ERASED).unwrap_or(0);
-                last = Some(start + i as u32);
-                break;
+                return Ok((start + i as u32) / erase);
             }
             end = start;
         }
-        let Some(last) = last else { return Ok(0) };
-        let sector_start = last - last % erase;
-        self.flash
-            .erase(base + sector_start, base + sector_start + erase)
-            .map_err(Self::flash_err)?;
-        Ok(sector_start)
+        Ok(from)
     }
 
     /// Accepts `data` at image offset `offset`. Bytes already received must match; new bytes must
     /// follow on (no gaps). Returns the next offset expected.
     pub fn write(&mut self, offset: u32, data: &[u8]) -> Result<u32, UpdateError> {
+        while self.upload.is_some_and(|u| u.erasing()) {
+            self.erase_next()?;
+        }
         let ws = self.config.layout.write_size() as usize;
         let base = self
             .config
@@ -527,11 +636,13 @@ impl<'a, F: NorFlash> Updater<'a, F> {
 
     /// Completes the upload: programs the last partial unit (padded with 0xff), verifies the whole
     /// image from flash, then activates it with one record: target pending with the configured
-    /// attempts, and preferred. The new image runs after the next reset.
+    /// attempts, and preferred. The new image runs after the next reset. When the image does not
+    /// verify (or is not the one announced), the target is recorded empty, so the next `begin`
+    /// starts afresh instead of resuming over bad bytes.
     pub fn finish(&mut self) -> Result<ImageId, UpdateError> {
         let mut up = self.upload.ok_or(UpdateError::NoUpload)?;
         let total = up.manifest.total_len;
-        if up.next < total {
+        if up.next < total || up.erasing() {
             return Err(UpdateError::Incomplete {
                 received: up.next,
                 total,
@@ -548,22 +659,29 @@ impl<'a, F: NorFlash> Updater<'a, F> {
             self.upload = Some(up);
         }
         let mut state = self.current()?;
+        let receiving = matches!(state.bank(up.bank),
+            BankState::Receiving(r) if r.image == up.manifest.image_id());
+        if !receiving {
+            // The state changed behind this upload (another updater instance): start again.
+            self.upload = None;
+            return Err(UpdateError::NoUpload);
+        }
         let params = self
             .config
             .verify_params(up.bank, state.min_security_counter);
         let verdict = match verify_image(&mut self.flash, &params) {
-            Ok(img) if img.digest == up.manifest.digest => Ok(img),
+            Ok(img) if img.digest == up.manifest.digest && img.total_len == total => Ok(img),
             Ok(_) => Err(UpdateError::DigestMismatch),
             Err(e) => Err(e.into()),
         };
+        self.upload = None;
         let image = match verdict {
             Ok(img) => img,
             Err(e) => {
-                self.upload = None;
-                // Make the next `begin` start afresh instead of resuming over bad bytes. Best
-                // effort: the bank is not bootable either way.
-                let erase = self.config.layout.erase_size();
-                let _ = self.flash.erase(base, base + erase);
+                // Best effort: if this record fails, the next `begin` resumes, and `finish` fails
+                // again on the same bytes and tries again.
+                *state.bank_mut(up.bank) = BankState::Empty;
+                let _ = self.store.write(&mut self.flash, &state);
                 return Err(e);
             }
         };
@@ -574,7 +692,6 @@ impl<'a, F: NorFlash> Updater<'a, F> {
         };
         state.preferred = up.bank;
         self.store.write(&mut self.flash, &state)?;
-        self.upload = None;
         Ok(id)
     }
 

@@ -1,5 +1,7 @@
-//! Every way an image can be bad is refused with its own error, and a refusal leaves the boot
-//! state and the running bank byte-for-byte unchanged. Over three geometries.
+//! Every way an image can be bad is refused with its own error. A refusal at `begin` (everything
+//! the manifest can tell) leaves the state region and every bank byte-for-byte unchanged; a refusal
+//! at `finish` (the bytes written do not verify) leaves the boot state as it was (the target bank
+//! recorded empty again) and the running bank byte-for-byte unchanged. Over three geometries.
 
 mod common;
 use common::*;
@@ -21,18 +23,24 @@ fn signature_offset(img: &[u8]) -> usize {
 }
 
 /// Runs an install of `image` from bank A (which runs v1 with counter 5) and checks that it fails
-/// with `expected`, leaving the state region and bank A unchanged.
+/// with `expected`, leaving the boot state and bank A unchanged (and, when `begin` refused it,
+/// the state region and bank B too).
 fn refused<const W: usize, const E: usize>(image: &[u8], expected: UpdateError) {
     let mut rig = Rig::<W, E>::new();
     rig.provision(&rig.image(Bank::A, v(1), 5, 1));
-    let state = rig.state_bytes();
+    let state_bytes = rig.state_bytes();
+    let state = rig.state();
     let bank_a = rig.bank_bytes(Bank::A);
+    let bank_b = rig.bank_bytes(Bank::B);
+    let at_begin = rig.updater(Bank::A).begin(&manifest(image)).is_err();
+    let mut rig = Rig::<W, E>::new();
+    rig.provision(&rig.image(Bank::A, v(1), 5, 1));
     assert_eq!(rig.install(Bank::A, image), Err(expected));
-    assert_eq!(
-        rig.state_bytes(),
-        state,
-        "state region changed by a refused image"
-    );
+    assert_eq!(rig.state(), state, "boot state changed by a refused image");
+    if at_begin {
+        assert_eq!(rig.state_bytes(), state_bytes, "state region written");
+        assert_eq!(rig.bank_bytes(Bank::B), bank_b, "bank B touched");
+    }
     assert_eq!(rig.bank_bytes(Bank::A), bank_a, "running bank changed");
     let d = rig.boot().unwrap();
     assert_eq!(
@@ -142,7 +150,7 @@ fn each_refusal<const W: usize, const E: usize>() {
     // ...and an upload that stops early cannot finish.
     let mut rig2 = Rig::<W, E>::new();
     rig2.provision(&rig2.image(Bank::A, v(1), 5, 1));
-    let state = rig2.state_bytes();
+    let bank_a = rig2.bank_bytes(Bank::A);
     let mut up = rig2.updater(Bank::A);
     up.begin(&manifest(&good)).unwrap();
     up.write(0, &good[..good.len() - 10]).unwrap();
@@ -153,7 +161,11 @@ fn each_refusal<const W: usize, const E: usize>() {
             total: good.len() as u32
         })
     );
-    assert_eq!(rig2.state_bytes(), state);
+    let s = rig2.state();
+    assert_eq!(s.preferred, Bank::A);
+    assert!(matches!(s.bank(Bank::A), BankState::Confirmed(_)));
+    assert!(!s.bank(Bank::B).may_boot(), "{s:?}");
+    assert_eq!(rig2.bank_bytes(Bank::A), bank_a);
 }
 
 /// A bank that is already in flash but bad is refused by the boot decision, which rolls back.

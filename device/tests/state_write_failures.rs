@@ -95,10 +95,40 @@ fn confirm_retried_after_a_failed_write_survives_a_reset() {
     assert_eq!(s.min_security_counter, 5, "minimum counter went back down");
 }
 
-/// A record write that lands but reports an error does not consume its sequence number; the
-/// next record reuses it and loses to the earlier slot at the next scan (first seen wins ties).
+/// A record write that lands but reports an error consumed its sequence number: the next record
+/// (written after the updater re-read the flash) gets a higher one and wins at the next scan.
+/// And the decision after the failure follows the flash: the reject landed, so a confirm is
+/// refused.
 #[test]
 fn a_record_after_a_landed_but_failed_write_wins() {
+    let mut rig = trial_of_b();
+    let config = rig.config();
+    let next = rig.image(Bank::A, v(3), 5, 3);
+    {
+        let flaky = Flaky {
+            inner: &mut rig.flash,
+            next_write: Fail::Landed,
+        };
+        let mut up = twinbank::Updater::new(flaky, config, Bank::B).unwrap();
+        // Confirm lands (B Confirmed) but reports an error...
+        assert!(up.confirm().is_err());
+        // ...the app retries: already confirmed on flash, nothing to write.
+        up.confirm().expect("confirm");
+        // The next change (an install into A gives A up first) must win after a reset.
+        up.begin(&manifest(&next)).expect("begin");
+    }
+    let s = rig.state();
+    assert!(matches!(s.bank(Bank::B), BankState::Confirmed(_)), "{s:?}");
+    assert!(
+        matches!(s.bank(Bank::A), BankState::Receiving(r) if r.erased),
+        "the newest record (begin) lost to an older one: {s:?}"
+    );
+}
+
+/// After a reject that landed but reported an error, the state on flash says rejected: a confirm
+/// in the same boot is refused instead of overriding it from a stale RAM copy.
+#[test]
+fn confirm_after_a_landed_but_failed_reject_is_refused() {
     let mut rig = trial_of_b();
     let config = rig.config();
     {
@@ -107,14 +137,37 @@ fn a_record_after_a_landed_but_failed_write_wins() {
             next_write: Fail::Landed,
         };
         let mut up = twinbank::Updater::new(flaky, config, Bank::B).unwrap();
-        // Reject lands (B Rejected, preferred A) but reports an error...
         assert!(up.reject().is_err());
-        // ...so the app, still seeing B pending, runs its health check again and confirms.
-        up.confirm().expect("confirm");
+        assert_eq!(up.confirm(), Err(twinbank::UpdateError::NotPending));
     }
     let s = rig.state();
-    assert!(
-        matches!(s.bank(Bank::B), BankState::Confirmed(_)),
-        "the newest record (confirm) lost to the older one with the same seq: {s:?}"
-    );
+    assert!(matches!(s.bank(Bank::B), BankState::Rejected(_)), "{s:?}");
+    assert_eq!(s.preferred, Bank::A);
+}
+
+/// Issue 16, bug 2: a confirm whose record lands but whose write reports an error, then a
+/// rollback in the same boot. The rollback must decide from what the flash holds (the image is
+/// confirmed and the minimum counter is 5), not from the stale RAM copy (pending, minimum 1):
+/// the minimum counter never goes back down.
+#[test]
+fn minimum_counter_never_decreases_after_a_confirm_that_reported_an_error() {
+    let mut rig = trial_of_b();
+    let config = rig.config();
+    {
+        let flaky = Flaky {
+            inner: &mut rig.flash,
+            next_write: Fail::Landed,
+        };
+        let mut up = twinbank::Updater::new(flaky, config, Bank::B).unwrap();
+        assert!(up.confirm().is_err(), "the driver reports an error");
+        // The operator (or the app) now asks for a rollback to A (counter 1).
+        let r = up.rollback();
+        assert!(r.is_err(), "rollback below the confirmed minimum: {r:?}");
+        let r = up.reject();
+        assert!(r.is_err(), "reject of a confirmed image: {r:?}");
+    }
+    let s = rig.state();
+    assert_eq!(s.min_security_counter, 5, "minimum counter went back down");
+    assert!(matches!(s.bank(Bank::B), BankState::Confirmed(_)), "{s:?}");
+    assert_eq!(s.preferred, Bank::B);
 }

@@ -6,13 +6,17 @@
 //! the full ordered table):
 //!
 //! ```text
-//!              finish (verified, preferred = it)        confirm (min counter raised)
-//!   Empty ─────────────────────────────────► Pending(n) ─────────────────────► Confirmed
-//!     ▲  ▲                                    │    │ boot: n>0 → Pending(n-1)      │
-//!     │  │ begin install over a rejected bank │    │                               │
-//!     │  └────────────── Rejected ◄───────────┘    │ boot with n=0, reject, or     │
-//!     │                                   (preferred = other)  verify failure     │
-//!     └──────────── begin install over the fallback (gives it up first) ──────────┘
+//!   any but the running bank ── begin (checks passed) ──► Receiving{from, erased: false}
+//!        (Empty: this record is skipped)                        │ sectors from `from` erased
+//!                                                               ▼
+//!                                       Receiving{from, erased: true} ◄─┐ resume: back to
+//!                                          │        │ finish fails      │ erased: false, erase
+//!                      finish (verified,   │        └──► Empty          │ from the last sector
+//!                      preferred = it)     ▼                            │ written
+//!                                       Pending(n) ──── confirm ────► Confirmed
+//!                                          │ boot: n>0 → Pending(n-1)  (min counter raised)
+//!                                          └─ boot with n=0, reject, verify failure ─► Rejected
+//!                                             (preferred = other)
 //! ```
 
 use crate::image::Version;
@@ -72,7 +76,24 @@ pub struct ImageId {
     pub size: u32,
 }
 
+/// How far an upload into a bank got, as far as the flash proves it (see [`BankState::Receiving`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub struct Receiving {
+    /// The image being written, as announced by the host (not verified yet).
+    pub image: ImageId,
+    /// Erase sector (counted from the bank start) from which the bank is being (re)written. The
+    /// bytes of the image before this sector were written by this upload, in order.
+    pub from_sector: u16,
+    /// True once every sector of the image's span from `from_sector` on was completely erased
+    /// (after the bytes before it were written). Since then only this image's bytes were
+    /// programmed, in order, so the last programmed byte tells how far the upload got. False
+    /// while those sectors are being erased: their content proves nothing.
+    pub erased: bool,
+}
+
 /// What a bank holds and whether it may boot.
+///
+/// Variants are never reordered: the serial protocol carries this enum by variant index.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum BankState {
     /// Nothing bootable: erased, being written by an update, or a fallback given up for one.
@@ -89,6 +110,9 @@ pub enum BankState {
     Confirmed(ImageId),
     /// An image that failed (health check, attempts exhausted, or verification at boot).
     Rejected(ImageId),
+    /// An update is being written into this bank: not bootable. Lets an interrupted upload of
+    /// the same image (same digest and length) resume, and only that one.
+    Receiving(Receiving),
 }
 
 impl BankState {
@@ -98,7 +122,13 @@ impl BankState {
             BankState::Empty => None,
             BankState::Confirmed(i) | BankState::Rejected(i) => Some(i),
             BankState::Pending { image, .. } => Some(image),
+            BankState::Receiving(r) => Some(&r.image),
         }
+    }
+
+    /// True for the states the bootloader may boot (confirmed, or pending a trial).
+    pub fn may_boot(&self) -> bool {
+        matches!(self, BankState::Confirmed(_) | BankState::Pending { .. })
     }
 
     /// A short name of the status.
@@ -108,6 +138,7 @@ impl BankState {
             BankState::Pending { .. } => "pending",
             BankState::Confirmed(_) => "confirmed",
             BankState::Rejected(_) => "rejected",
+            BankState::Receiving(_) => "receiving",
         }
     }
 }
@@ -126,6 +157,7 @@ impl fmt::Display for BankState {
             ),
             BankState::Confirmed(i) => write!(f, "confirmed {}", i.version),
             BankState::Rejected(i) => write!(f, "rejected {}", i.version),
+            BankState::Receiving(r) => write!(f, "receiving {}", r.image.version),
         }
     }
 }

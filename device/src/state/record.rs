@@ -13,9 +13,9 @@
 //! 124    4   CRC-32/ISCSI of bytes 0..124
 //!
 //! bank entry (52 bytes):
-//!   0    1   status: 0 empty, 2 pending, 3 confirmed, 4 rejected (1 is reserved)
-//!   1    1   attempts left (pending only, ≤ 7)
-//!   2    2   reserved (0)
+//!   0    1   status: 0 empty, 1 receiving, 2 pending, 3 confirmed, 4 rejected
+//!   1    1   pending: attempts left (≤ 7); receiving: 1 when erased from `from_sector` on, else 0
+//!   2    2   receiving: from_sector (u16); otherwise 0
 //!   4    4   image security counter
 //!   8    8   image version (MCUboot encoding)
 //!  16   32   image digest (SHA-256)
@@ -25,7 +25,7 @@
 //! write units and never shares a unit with another record: each unit is programmed once.
 //! A record that fails any check (magic, CRC, a field out of range) is ignored as a whole.
 
-use super::{Attempts, BankState, BootState, ImageId};
+use super::{Attempts, BankState, BootState, ImageId, Receiving};
 use crate::image::Version;
 use crate::layout::Bank;
 use crc::{Crc, CRC_32_ISCSI};
@@ -43,6 +43,7 @@ const BANK_OFFSETS: [usize; 2] = [16, 16 + BANK_ENTRY_SIZE];
 const CRC32: Crc<u32> = Crc::<u32>::new(&CRC_32_ISCSI);
 
 const STATUS_EMPTY: u8 = 0;
+const STATUS_RECEIVING: u8 = 1;
 const STATUS_PENDING: u8 = 2;
 const STATUS_CONFIRMED: u8 = 3;
 const STATUS_REJECTED: u8 = 4;
@@ -57,17 +58,24 @@ pub fn encode(state: &BootState, seq: u32) -> [u8; RECORD_SIZE] {
     for bank in Bank::ALL {
         let o = BANK_OFFSETS[bank.index()];
         let e = &mut b[o..o + BANK_ENTRY_SIZE];
-        let (status, attempts, image) = match state.bank(bank) {
-            BankState::Empty => (STATUS_EMPTY, 0, None),
+        let (status, byte1, from, image) = match state.bank(bank) {
+            BankState::Empty => (STATUS_EMPTY, 0, 0, None),
             BankState::Pending {
                 image,
                 attempts_left,
-            } => (STATUS_PENDING, *attempts_left, Some(image)),
-            BankState::Confirmed(i) => (STATUS_CONFIRMED, 0, Some(i)),
-            BankState::Rejected(i) => (STATUS_REJECTED, 0, Some(i)),
+            } => (STATUS_PENDING, *attempts_left, 0, Some(image)),
+            BankState::Confirmed(i) => (STATUS_CONFIRMED, 0, 0, Some(i)),
+            BankState::Rejected(i) => (STATUS_REJECTED, 0, 0, Some(i)),
+            BankState::Receiving(r) => (
+                STATUS_RECEIVING,
+                u8::from(r.erased),
+                r.from_sector,
+                Some(&r.image),
+            ),
         };
         e[0] = status;
-        e[1] = attempts;
+        e[1] = byte1;
+        e[2..4].copy_from_slice(&from.to_le_bytes());
         if let Some(i) = image {
             e[4..8].copy_from_slice(&i.security_counter.to_le_bytes());
             e[8..16].copy_from_slice(&i.version.to_bytes());
@@ -118,6 +126,11 @@ pub fn decode(b: &[u8; RECORD_SIZE]) -> Option<(BootState, u32)> {
             },
             (STATUS_CONFIRMED, _) => BankState::Confirmed(image),
             (STATUS_REJECTED, _) => BankState::Rejected(image),
+            (STATUS_RECEIVING, flag @ (0 | 1)) => BankState::Receiving(Receiving {
+                image,
+                from_sector: u16::from_le_bytes([e[2], e[3]]),
+                erased: flag == 1,
+            }),
             _ => return None,
         };
     }
@@ -201,5 +214,24 @@ mod tests {
         t[BANK_OFFSETS[1] + 1] = 8; // 8 attempts
         fix_crc(&mut t);
         assert_eq!(decode(&t), None);
+        let mut t = r;
+        t[BANK_OFFSETS[1]] = STATUS_RECEIVING;
+        t[BANK_OFFSETS[1] + 1] = 2; // neither erased nor not
+        fix_crc(&mut t);
+        assert_eq!(decode(&t), None);
+    }
+
+    #[test]
+    fn receiving_round_trips() {
+        let mut s = sample();
+        let image = *s.banks[0].image().unwrap();
+        for (from_sector, erased) in [(0, false), (7, true), (u16::MAX, true)] {
+            s.banks[0] = BankState::Receiving(Receiving {
+                image,
+                from_sector,
+                erased,
+            });
+            assert_eq!(decode(&encode(&s, 9)), Some((s, 9)));
+        }
     }
 }

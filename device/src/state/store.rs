@@ -20,6 +20,9 @@
 //! - Every write attempt consumes its sequence number, so a record that landed although the driver
 //!   reported an error can never tie with (and win against) the record written after it.
 //! - Each record is read back after writing; a mismatch is reported and the slot is left behind.
+//! - After a write that reported an error, the store does not know which state the flash holds
+//!   (the record may have landed): [`StateStore::refresh`] scans the region again before anything
+//!   is decided from the state, so no decision contradicts what a reset would find.
 
 use super::record::{decode, encode, RECORD_SIZE};
 use super::BootState;
@@ -101,6 +104,41 @@ impl StateStore {
             current: None,
             uncertain: false,
         };
+        store.scan(flash)?;
+        Ok(store)
+    }
+
+    /// True when a write reported an error since the last successful write or scan: the flash
+    /// may hold a newer state than [`StateStore::current`] (the record may have landed).
+    pub fn is_uncertain(&self) -> bool {
+        self.uncertain
+    }
+
+    /// After a failed write: scans the region again so that [`StateStore::current`] is what the
+    /// flash holds (what a reset would find). A no-op when no write failed. Sequence numbers
+    /// already consumed stay consumed, and a slot a failed write was aimed at is never used again.
+    pub fn refresh<F: ReadNorFlash>(&mut self, flash: &mut F) -> Result<(), StateError> {
+        if !self.uncertain {
+            return Ok(());
+        }
+        let (seq, cursor) = (self.seq, self.cursor);
+        self.scan(flash)?;
+        self.seq = self.seq.max(seq);
+        if let (Some(ram), Some(scanned)) = (cursor, self.cursor) {
+            if ram.sector == scanned.sector && ram.slot > scanned.slot {
+                self.cursor = Some(ram);
+            }
+        }
+        self.uncertain = false;
+        Ok(())
+    }
+
+    /// Finds the newest valid record and the next free slot after it.
+    fn scan<F: ReadNorFlash>(&mut self, flash: &mut F) -> Result<(), StateError> {
+        let store = self;
+        store.cursor = None;
+        store.seq = 0;
+        store.current = None;
         let mut buf = [0u8; RECORD_SIZE];
         for sector in 0..store.sectors {
             let mut used = 0;
@@ -125,7 +163,7 @@ impl StateStore {
                 store.cursor = Some(Cursor { sector, slot: used });
             }
         }
-        Ok(store)
+        Ok(())
     }
 
     /// The newest valid state, `None` when the region holds no valid record.

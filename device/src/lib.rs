@@ -43,7 +43,7 @@ pub mod testing;
 pub mod update;
 
 pub use boot::{decide, BootDecision, BootError, BootReason, RollbackCause};
-pub use image::{DeviceIds, ImageError, TrustedKey, Uuid, Version};
+pub use image::{DeviceIds, ImageError, Manifest, TrustedKey, Uuid, Version};
 pub use layout::{Bank, Layout, LayoutError, Region};
 pub use state::{Attempts, BankState, BootState, ImageId};
 pub use update::{UpdateError, Updater};

@@ -2,7 +2,8 @@
 //! reject itself, or switch back to the other bank.
 //!
 //! ```text
-//! begin(manifest) ── checks fit, bank binding, ids, counter (nothing written if refused)
+//! begin(manifest) ── checks fit, bank binding, ids, counter, and the signature of the
+//!                    announced digest by a trusted key (nothing written if refused)
 //!                    record "target Receiving{image, from 0, erased: false}" (unless Empty)
 //!                    erase every sector the image spans
 //!                    record "target Receiving{image, from 0, erased: true}"      → next offset 0
@@ -45,109 +46,14 @@
 //! plus image verification in `finish` (see [`crate::image`]).
 
 use crate::flash::{fault, FlashFault};
-use crate::flash::{is_erased, read_exact, SliceFlash, ERASED};
-use crate::image::{
-    check_manifest, read_header, read_protected, tlv, verify_image, ImageError, ImageHeader,
-    ProtectedInfo, HEADER_SIZE,
-};
+use crate::flash::{is_erased, read_exact, ERASED};
+pub use crate::image::Manifest;
+use crate::image::{check_manifest, verify_image, ImageError, HEADER_SIZE};
 use crate::layout::Bank;
 use crate::state::{BankState, BootState, ImageId, Receiving, StateError, StateStore};
 use crate::Config;
 use core::fmt;
-use embedded_storage::nor_flash::{NorFlash, ReadNorFlash};
-
-/// What the updater needs to know before the first byte: the header, the protected TLVs, the
-/// total length and the digest. Built from a whole image ([`Manifest::read`]) or from parts sent by
-/// a host ([`Manifest::from_parts`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Manifest {
-    /// The 32 header bytes as they must appear at the start of the bank.
-    pub header_bytes: [u8; HEADER_SIZE],
-    /// Decoded header.
-    pub header: ImageHeader,
-    /// Decoded protected TLVs (counter, ids).
-    pub protected: ProtectedInfo,
-    /// Total image length, both TLV areas included.
-    pub total_len: u32,
-    /// The image's SHA-256 (TLV 0x10): the finished image must have exactly this digest.
-    pub digest: [u8; 32],
-}
-
-impl Manifest {
-    /// Reads the manifest of a complete image of `len` bytes from any readable source (a bank, a
-    /// file through a [`ReadNorFlash`] adapter, or memory through [`SliceFlash`]).
-    pub fn read<S: ReadNorFlash>(source: &mut S, len: u32) -> Result<Manifest, ImageError> {
-        let mut header_bytes = [0u8; HEADER_SIZE];
-        read_exact(source, 0, &mut header_bytes).map_err(ImageError::Flash)?;
-        let header = read_header(source, 0)?;
-        let hashed = header.hashed_len();
-        if hashed + tlv::TLV_HEADER_SIZE as u64 > len as u64 {
-            return Err(ImageError::Truncated);
-        }
-        let protected = read_protected(
-            source,
-            header.tlv_offset() as u32,
-            header.protect_tlv_size,
-            len,
-        )?;
-        let (mut it, total) = tlv::TlvIter::open(source, hashed as u32, len, tlv::TLV_INFO_MAGIC)?;
-        let mut digest = None;
-        while let Some(e) = it.next(source)? {
-            if e.kind == tlv::TLV_SHA256 {
-                let mut d = [0u8; 32];
-                e.read_value(source, &mut d)?;
-                digest = Some(d);
-            }
-        }
-        Ok(Manifest {
-            header_bytes,
-            header,
-            protected,
-            total_len: hashed as u32 + total,
-            digest: digest.ok_or(ImageError::MissingHash)?,
-        })
-    }
-
-    /// Builds a manifest from the header bytes, the protected TLV area (as in the image, info
-    /// header included; empty when the image has none), the total length and the digest.
-    pub fn from_parts(
-        header_bytes: [u8; HEADER_SIZE],
-        protected_tlvs: &[u8],
-        total_len: u32,
-        digest: [u8; 32],
-    ) -> Result<Manifest, ImageError> {
-        let header = ImageHeader::parse(&header_bytes)?;
-        if protected_tlvs.len() != header.protect_tlv_size as usize {
-            return Err(ImageError::BadTlvArea);
-        }
-        let protected = read_protected(
-            &mut SliceFlash(protected_tlvs),
-            0,
-            header.protect_tlv_size,
-            protected_tlvs.len() as u32,
-        )?;
-        if header.hashed_len() + tlv::TLV_HEADER_SIZE as u64 > total_len as u64 {
-            return Err(ImageError::Truncated);
-        }
-        Ok(Manifest {
-            header_bytes,
-            header,
-            protected,
-            total_len,
-            digest,
-        })
-    }
-
-    /// The identity the state records for this image.
-    pub fn image_id(&self) -> ImageId {
-        ImageId {
-            version: self.header.version,
-            digest: self.digest,
-            security_counter: self.protected.security_counter,
-            size: self.total_len,
-        }
-    }
-}
+use embedded_storage::nor_flash::NorFlash;
 
 /// Why an update operation was refused or failed. Refusals leave the state and the running bank
 /// untouched.
@@ -286,7 +192,8 @@ fn program<F: NorFlash>(
 #[derive(Debug, Clone, Copy)]
 struct Upload {
     bank: Bank,
-    manifest: Manifest,
+    /// The image announced (digest and length as the manifest says).
+    image: ImageId,
     /// Sectors of the bank (counted from its start) still to erase before bytes can be
     /// programmed: `[erase_next, erase_end)`. Empty once the erase is complete and recorded.
     erase_next: u32,
@@ -418,6 +325,9 @@ impl<'a, F: NorFlash> Updater<'a, F> {
             }
             .into());
         }
+        // A bad upload never costs the fallback: the announcement must be signed by a trusted
+        // key before anything is written (the bytes are matched against it at `finish`).
+        manifest.check_signature(self.config.keys)?;
         let erase = self.config.layout.erase_size();
         let span = manifest.total_len.div_ceil(erase);
         if span > u16::MAX as u32 {
@@ -447,7 +357,7 @@ impl<'a, F: NorFlash> Updater<'a, F> {
         }
         self.upload = Some(Upload {
             bank: target,
-            manifest: *manifest,
+            image,
             erase_next: from,
             erase_end: span,
             next: from * erase,
@@ -478,7 +388,7 @@ impl<'a, F: NorFlash> Updater<'a, F> {
         if !up.erasing() {
             let mut state = self.current()?;
             *state.bank_mut(up.bank) = BankState::Receiving(Receiving {
-                image: up.manifest.image_id(),
+                image: up.image,
                 from_sector: (up.next / erase) as u16,
                 erased: true,
             });
@@ -516,14 +426,18 @@ impl<'a, F: NorFlash> Updater<'a, F> {
 
     fn header_in_bank(&mut self, base: u32, manifest: &Manifest) -> Result<bool, UpdateError> {
         let mut b = [0u8; HEADER_SIZE];
-        read_exact(&mut self.flash, base, &mut b)
-            .map_err(UpdateError::Flash)?;
+        read_exact(&mut self.flash, base, &mut b).map_err(UpdateError::Flash)?;
         Ok(b == manifest.header_bytes)
     }
 
     /// The sector holding the last byte that reads non-erased in `[from sector, total)`, or
     /// `from` when there is none. Scans backwards from the end of the image's span.
-    fn last_written_sector(&mut self, base: u32, from: u32, total: u32) -> Result<u32, UpdateError> {
+    fn last_written_sector(
+        &mut self,
+        base: u32,
+        from: u32,
+        total: u32,
+    ) -> Result<u32, UpdateError> {
         const BLOCK: u32 = 64;
         let erase = self.config.layout.erase_size();
         let floor = from * erase;
@@ -564,7 +478,7 @@ impl<'a, F: NorFlash> Updater<'a, F> {
             .ok()
             .and_then(|n| offset.checked_add(n))
             .ok_or(UpdateError::OutOfRange)?;
-        if end > up.manifest.total_len {
+        if end > up.image.size {
             return Err(UpdateError::OutOfRange);
         }
         // 1. Bytes already accepted must be identical.
@@ -641,7 +555,7 @@ impl<'a, F: NorFlash> Updater<'a, F> {
     /// starts afresh instead of resuming over bad bytes.
     pub fn finish(&mut self) -> Result<ImageId, UpdateError> {
         let mut up = self.upload.ok_or(UpdateError::NoUpload)?;
-        let total = up.manifest.total_len;
+        let total = up.image.size;
         if up.next < total || up.erasing() {
             return Err(UpdateError::Incomplete {
                 received: up.next,
@@ -660,7 +574,7 @@ impl<'a, F: NorFlash> Updater<'a, F> {
         }
         let mut state = self.current()?;
         let receiving = matches!(state.bank(up.bank),
-            BankState::Receiving(r) if r.image == up.manifest.image_id());
+            BankState::Receiving(r) if r.image == up.image);
         if !receiving {
             // The state changed behind this upload (another updater instance): start again.
             self.upload = None;
@@ -670,7 +584,7 @@ impl<'a, F: NorFlash> Updater<'a, F> {
             .config
             .verify_params(up.bank, state.min_security_counter);
         let verdict = match verify_image(&mut self.flash, &params) {
-            Ok(img) if img.digest == up.manifest.digest && img.total_len == total => Ok(img),
+            Ok(img) if img.digest == up.image.digest && img.total_len == total => Ok(img),
             Ok(_) => Err(UpdateError::DigestMismatch),
             Err(e) => Err(e.into()),
         };

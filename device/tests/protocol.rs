@@ -55,7 +55,6 @@ fn upload_activate_confirm_over_frames() {
     let mut rig = Rig::<4, 4096>::new();
     rig.provision(&rig.image(Bank::A, v(1), 1, 1));
     let img = rig.image(Bank::B, v(2), 1, 2);
-    let m = manifest(&img);
     let config = rig.config();
     let mut server = Server::new(rig.updater(Bank::A), config);
     let mut dec = FrameDecoder::new();
@@ -65,13 +64,7 @@ fn upload_activate_confirm_over_frames() {
     };
     assert_eq!(info.running, Bank::A);
     assert_eq!(info.running_version, Some(v(1)));
-    let prot = &img[m.header.tlv_offset() as usize..m.header.hashed_len() as usize];
-    let begin = Request::UploadBegin {
-        header: m.header_bytes,
-        protected_tlvs: prot,
-        total_len: m.total_len,
-        digest: m.digest,
-    };
+    let begin = Request::upload_begin(&img).unwrap();
     assert_eq!(
         call(&mut server, &mut dec, 2, begin.clone()),
         Response::NextOffset(0)

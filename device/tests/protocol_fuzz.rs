@@ -43,15 +43,7 @@ fn random_operations_never_brick_or_reprogram() {
                 let req_bytes;
                 if r < 10 {
                     let k = (rng.next_u64() % imgs.len() as u64) as usize;
-                    let m = manifest(&imgs[k]);
-                    let prot =
-                        &imgs[k][m.header.tlv_offset() as usize..m.header.hashed_len() as usize];
-                    req_bytes = frame(Request::UploadBegin {
-                        header: m.header_bytes,
-                        protected_tlvs: prot,
-                        total_len: m.total_len,
-                        digest: m.digest,
-                    });
+                    req_bytes = frame(Request::upload_begin(&imgs[k]).unwrap());
                     cur = Some(k);
                     next = 0;
                 } else if r < 80 {

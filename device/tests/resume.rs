@@ -126,7 +126,11 @@ fn with_extra_tlv(img: &[u8], n: usize) -> Vec<u8> {
     let body = u32::from_le_bytes([img[12], img[13], img[14], img[15]]) as usize;
     let info = hdr_size + body + prot;
     let total = u16::from_le_bytes([img[info + 2], img[info + 3]]) as usize;
-    assert_eq!(info + total, img.len(), "unprotected TLV area ends the image");
+    assert_eq!(
+        info + total,
+        img.len(),
+        "unprotected TLV area ends the image"
+    );
     let mut out = img.to_vec();
     out[info + 2..info + 4].copy_from_slice(&((total + 4 + n) as u16).to_le_bytes());
     out.extend_from_slice(&0x7ffe_u16.to_le_bytes());
@@ -180,7 +184,10 @@ fn resume_never_trusts_another_images_bytes<const W: usize, const E: usize>() {
     } // the host disconnects
     let mut up = rig.updater(Bank::A);
     let resume = up.begin(&manifest(&long)).unwrap() as usize;
-    assert!(resume <= sent, "resume point {resume} past the {sent} bytes uploaded");
+    assert!(
+        resume <= sent,
+        "resume point {resume} past the {sent} bytes uploaded"
+    );
     let mut off = resume;
     while off < long.len() {
         let n = 300.min(long.len() - off);
@@ -217,7 +224,8 @@ fn resume_erases_every_sector_the_new_image_spans<const W: usize, const E: usize
         up.write(0, &short[..400]).unwrap();
     }
     // The strict flash panics on a second program of a unit.
-    rig.install(Bank::A, &long).expect("the longer image installs");
+    rig.install(Bank::A, &long)
+        .expect("the longer image installs");
     assert_eq!(rig.boot().unwrap().bank, Bank::B);
 }
 

@@ -20,11 +20,9 @@ use std::net::TcpStream;
 use std::process::Stdio;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
-use twinbank::flash::SliceFlash;
 use twinbank::image::ImageError;
 use twinbank::protocol::message::{RemoteError, Request, Response};
 use twinbank::protocol::{decode_frame, encode_frame, Envelope, FrameError, MAX_FRAME};
-use twinbank::update::Manifest;
 use twinbank::{Bank, UpdateError};
 
 fn device(name: &str) -> Device {
@@ -394,12 +392,6 @@ impl Wire {
     }
 }
 
-fn begin_request(image: &[u8]) -> (Manifest, Vec<u8>) {
-    let m = Manifest::read(&mut SliceFlash(image), image.len() as u32).unwrap();
-    let protected = image[m.header.tlv_offset() as usize..m.header.hashed_len() as usize].to_vec();
-    (m, protected)
-}
-
 #[test]
 fn refusals_over_the_wire_change_nothing() {
     let f = fw();
@@ -465,16 +457,7 @@ fn refusals_over_the_wire_change_nothing() {
             })),
         ),
     ] {
-        let (m, protected) = begin_request(img);
-        let r = w.call(
-            seq,
-            &Request::UploadBegin {
-                header: m.header_bytes,
-                protected_tlvs: &protected,
-                total_len: m.total_len,
-                digest: m.digest,
-            },
-        );
+        let r = w.call(seq, &Request::upload_begin(img).expect("well-formed image"));
         assert_eq!(r, Response::Error(want));
     }
     // Finishing with no upload, confirming a confirmed image: typed refusals.

@@ -13,6 +13,7 @@ use core::fmt;
 use sha2::{Digest, Sha256};
 
 mod header;
+mod manifest;
 pub mod tlv;
 mod verify;
 
@@ -23,9 +24,10 @@ pub use header::{
     HeaderError, ImageHeader, Version, VersionParseError, FLAGS_ENCRYPTED, FLAG_NON_BOOTABLE,
     FLAG_ROM_FIXED, HEADER_SIZE, IMAGE_MAGIC,
 };
+pub use manifest::{Manifest, MAX_ANNOUNCED_TLVS};
 pub use verify::{
-    check_manifest, hash_range, read_header, read_protected, verify_image, ProtectedInfo,
-    VerifiedImage, VerifyParams, SPKI_LEN,
+    check_manifest, check_unprotected, hash_range, read_header, read_protected, verify_image,
+    ProtectedInfo, VerifiedImage, VerifyParams, SPKI_LEN,
 };
 
 /// A 16-byte UUID as stored in the vendor/class TLVs (RFC 4122 byte order, as `imgtool` writes).
@@ -143,6 +145,9 @@ pub enum ImageError {
     UntrustedKey,
     /// The signature does not verify with the trusted key it names.
     BadSignature,
+    /// An upload announcement whose unprotected TLV area is larger than the device accepts
+    /// ([`MAX_ANNOUNCED_TLVS`]).
+    AnnouncementTooLarge,
 }
 
 impl From<HeaderError> for ImageError {
@@ -213,6 +218,10 @@ impl fmt::Display for ImageError {
             }
             ImageError::UntrustedKey => f.write_str("image is signed by an untrusted key"),
             ImageError::BadSignature => f.write_str("signature is invalid"),
+            ImageError::AnnouncementTooLarge => write!(
+                f,
+                "the image's TLV area is larger than the {MAX_ANNOUNCED_TLVS} bytes an upload may announce"
+            ),
         }
     }
 }

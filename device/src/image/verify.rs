@@ -197,10 +197,32 @@ pub fn verify_image<F: ReadNorFlash>(
     check_manifest(&header, &protected, params)?;
 
     let unprot_offset = params.offset + hashed_len as u32;
-    let (mut tlvs, unprot_total) = TlvIter::open(flash, unprot_offset, limit, TLV_INFO_MAGIC)?;
-
     let digest = hash_range(flash, params.offset, hashed_len as u32)?;
+    let unprot_total = check_unprotected(flash, unprot_offset, limit, params.keys, &digest)?;
+    Ok(VerifiedImage {
+        header,
+        digest,
+        protected,
+        total_len: hashed_len as u32 + unprot_total,
+    })
+}
 
+/// Checks the unprotected TLV area at `offset` (ending at or before `limit`) against `digest`:
+/// its SHA-256 TLV must equal `digest` and it must hold a valid Ed25519 signature of `digest` by
+/// a trusted key (see the module documentation for how the key is chosen). Returns the area's
+/// size. Used on a bank by [`verify_image`] (with the digest it computed) and, before anything
+/// is erased, on an upload's announced TLVs (with the digest they announce).
+pub fn check_unprotected<F: ReadNorFlash>(
+    flash: &mut F,
+    offset: u32,
+    limit: u32,
+    keys: &[TrustedKey],
+    digest: &[u8; 32],
+) -> Result<u32, ImageError> {
+    if keys.is_empty() {
+        return Err(ImageError::NoTrustedKeys);
+    }
+    let (mut tlvs, total) = TlvIter::open(flash, offset, limit, TLV_INFO_MAGIC)?;
     let mut hash_seen = false;
     let mut outcome = SignatureOutcome::NoSignature;
     let mut named_key: Option<usize> = None;
@@ -210,7 +232,7 @@ pub fn verify_image<F: ReadNorFlash>(
             TLV_SHA256 => {
                 let mut v = [0u8; 32];
                 e.read_value(flash, &mut v)?;
-                if v != digest {
+                if &v != digest {
                     return Err(ImageError::HashMismatch);
                 }
                 hash_seen = true;
@@ -225,28 +247,26 @@ pub fn verify_image<F: ReadNorFlash>(
                 let mut v = [0u8; 32];
                 e.read_value(flash, &mut v)?;
                 key_named = true;
-                named_key = params.keys.iter().position(|k| k.keyhash() == v);
+                named_key = keys.iter().position(|k| k.keyhash() == v);
             }
             TLV_PUBKEY => {
                 let mut v = [0u8; SPKI_LEN];
                 e.read_value(flash, &mut v)?;
                 key_named = true;
-                named_key = params.keys.iter().position(|k| k.spki() == v);
+                named_key = keys.iter().position(|k| k.spki() == v);
             }
             TLV_ED25519 => {
                 let mut v = [0u8; 64];
                 e.read_value(flash, &mut v)?;
                 let sig = Signature::from_bytes(&v);
                 let result = if key_named {
-                    match named_key {
-                        Some(i) => check_signature(&params.keys[i], &digest, &sig),
+                    match named_key.and_then(|i| keys.get(i)) {
+                        Some(k) => check_signature(k, digest, &sig),
                         None => SignatureOutcome::UntrustedKey,
                     }
                 } else {
-                    params
-                        .keys
-                        .iter()
-                        .map(|k| check_signature(k, &digest, &sig))
+                    keys.iter()
+                        .map(|k| check_signature(k, digest, &sig))
                         .fold(SignatureOutcome::UntrustedKey, SignatureOutcome::best)
                 };
                 outcome = outcome.best(result);
@@ -260,17 +280,11 @@ pub fn verify_image<F: ReadNorFlash>(
         return Err(ImageError::MissingHash);
     }
     match outcome {
-        SignatureOutcome::Valid => {}
-        SignatureOutcome::NoSignature => return Err(ImageError::MissingSignature),
-        SignatureOutcome::UntrustedKey => return Err(ImageError::UntrustedKey),
-        SignatureOutcome::Invalid => return Err(ImageError::BadSignature),
+        SignatureOutcome::Valid => Ok(total),
+        SignatureOutcome::NoSignature => Err(ImageError::MissingSignature),
+        SignatureOutcome::UntrustedKey => Err(ImageError::UntrustedKey),
+        SignatureOutcome::Invalid => Err(ImageError::BadSignature),
     }
-    Ok(VerifiedImage {
-        header,
-        digest,
-        protected,
-        total_len: hashed_len as u32 + unprot_total,
-    })
 }
 
 /// SHA-256 of `len` bytes of flash from `offset`, read in [`HASH_CHUNK`] steps.

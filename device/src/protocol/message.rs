@@ -9,7 +9,9 @@ use crate::update::UpdateError;
 use serde::{Deserialize, Serialize};
 
 /// Version of the message set; `Info` reports it and the host refuses a device with another.
-pub const PROTOCOL_VERSION: u16 = 1;
+/// 2: `UploadBegin` carries the unprotected TLVs (signature checked before any erase); bank
+/// status `Receiving`.
+pub const PROTOCOL_VERSION: u16 = 2;
 
 /// Every frame carries one envelope: a sequence number chosen by the host, echoed by the device.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -27,18 +29,19 @@ pub enum Request<'a> {
     Info,
     /// The boot state: per bank status and image, preferred bank, minimum counter.
     Status,
-    /// Starts or resumes an upload into the inactive bank. The device answers with the offset it
-    /// expects next (0, or where an interrupted upload of the same image stopped).
+    /// Starts or resumes an upload into the inactive bank. The device checks everything but
+    /// the payload (the signature of the announced digest included) before it erases anything,
+    /// and answers with the offset it expects next (0, or where an interrupted upload of the same
+    /// image stopped). Build it with [`Request::upload_begin`].
     UploadBegin {
         /// The image's 32 header bytes.
         header: [u8; HEADER_SIZE],
         /// The image's protected TLV area (empty when it has none).
         #[serde(borrow)]
         protected_tlvs: &'a [u8],
-        /// Total image length.
-        total_len: u32,
-        /// The image's SHA-256 (TLV 0x10).
-        digest: [u8; 32],
+        /// The image's unprotected TLV area (SHA-256, key, signature), info header included.
+        #[serde(borrow)]
+        tlvs: &'a [u8],
     },
     /// Image bytes at an offset (≤ [`super::MAX_CHUNK`] bytes).
     UploadChunk {
@@ -58,6 +61,28 @@ pub enum Request<'a> {
     Rollback,
     /// Resets the device after answering.
     Reboot,
+}
+
+impl<'a> Request<'a> {
+    /// The `UploadBegin` request announcing the complete image `image` (its parts are slices of
+    /// it). Refused like the device would refuse it when the image is malformed.
+    pub fn upload_begin(image: &'a [u8]) -> Result<Request<'a>, crate::ImageError> {
+        let manifest = crate::Manifest::from_image(image)?;
+        let prot_start = manifest.header.tlv_offset() as usize;
+        let tlvs_start = manifest.header.hashed_len() as usize;
+        let end = manifest.total_len as usize;
+        match (
+            image.get(prot_start..tlvs_start),
+            image.get(tlvs_start..end),
+        ) {
+            (Some(protected_tlvs), Some(tlvs)) => Ok(Request::UploadBegin {
+                header: manifest.header_bytes,
+                protected_tlvs,
+                tlvs,
+            }),
+            _ => Err(crate::ImageError::Truncated),
+        }
+    }
 }
 
 /// The device's description of itself.

@@ -89,13 +89,15 @@ impl<'a, F: NorFlash> Server<'a, F> {
     fn handle(&mut self, request: Request<'_>) -> Response {
         let result = match request {
             Request::Info => Ok(Response::Info(self.info())),
-            Request::Status => Ok(Response::Status(self.updater.state().copied())),
+            Request::Status => self
+                .updater
+                .refresh()
+                .map(|()| Response::Status(self.updater.state().copied())),
             Request::UploadBegin {
                 header,
                 protected_tlvs,
-                total_len,
-                digest,
-            } => Manifest::from_parts(header, protected_tlvs, total_len, digest)
+                tlvs,
+            } => Manifest::from_parts(header, protected_tlvs, tlvs)
                 .map_err(UpdateError::from)
                 .and_then(|m| self.updater.begin(&m))
                 .map(Response::NextOffset),

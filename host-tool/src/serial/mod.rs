@@ -320,13 +320,8 @@ fn upload(
     let state = status(c)?;
     let target = precheck(&m, &info, &state).map_err(|e| e.context_file(path))?;
     let chunk = chunk.clamp(16, info.max_chunk as usize);
-    let protected = &image[m.header.tlv_offset() as usize..m.header.hashed_len() as usize];
-    let begin = Request::UploadBegin {
-        header: m.header_bytes,
-        protected_tlvs: protected,
-        total_len: m.total_len,
-        digest: m.digest,
-    };
+    let begin = Request::upload_begin(image)
+        .map_err(|e| CliError::input(format!("{}: not a signed image: {e}", path.display())))?;
     let next = match c.call(&begin).map_err(link_error)? {
         Response::NextOffset(n) => n as usize,
         r => return Err(unexpected(r)),

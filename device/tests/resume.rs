@@ -151,7 +151,7 @@ fn short_and_long<const W: usize, const E: usize>(rig: &Rig<W, E>) -> (Vec<u8>, 
             .sign(&bytes[..len], &rig.key)
             .unwrap();
         let room = E - short.len() % E;
-        if room <= 24 && short.len() % E != 0 {
+        if room <= 24 && !short.len().is_multiple_of(E) {
             let long = with_extra_tlv(&short, 64);
             assert_eq!(short[..32], long[..32]);
             assert!(short.len().div_ceil(E) < long.len().div_ceil(E));

@@ -59,13 +59,11 @@ fn refused_before_any_write<const W: usize, const E: usize>() {
             rig.bank_bytes(Bank::A),
             rig.bank_bytes(Bank::B),
         );
-        let mut up = rig.updater(Bank::B);
         assert_eq!(
-            up.begin(&manifest(img)),
+            rig.updater(Bank::B).begin(&manifest(img)),
             Err(UpdateError::Image(want)),
             "{what}"
         );
-        drop(up);
         assert_eq!(rig.state_bytes(), state, "{what}: state region written");
         assert_eq!(rig.bank_bytes(Bank::A), a, "{what}: fallback bank touched");
         assert_eq!(rig.bank_bytes(Bank::B), b, "{what}: running bank touched");

@@ -18,8 +18,19 @@
 
 use core::fmt::Write as _;
 use cortex_m_rt::{entry, exception, ExceptionFrame};
-use twinbank::{BootDecision, BootError, BootReason, Config};
+use twinbank::{report, BootDecision, Config};
 use twinbank_board::{self as board, consts, exit_code, uart};
+
+/// The shim handles no interrupt (the application installs its own vector table), so its table
+/// holds the 16 system exceptions and one interrupt entry: cortex-m-rt's linker script (with its
+/// `device` feature) requires at least one. Saves the 960 bytes of 240 default entries.
+#[link_section = ".vector_table.interrupts"]
+#[no_mangle]
+static __INTERRUPTS: [unsafe extern "C" fn(); 1] = [default_interrupt];
+
+unsafe extern "C" fn default_interrupt() {
+    board::exit(exit_code::SHIM_FAULT)
+}
 
 #[entry]
 fn main() -> ! {
@@ -29,22 +40,12 @@ fn main() -> ! {
     board::session::init();
     let config = board::config();
     let mut flash = board::flash::Flash::new();
+    let mut sha = board::sha256();
     let mut out = uart();
-    match twinbank::decide(&mut flash, &config) {
+    // The boot line is written without `core::fmt` (twinbank::report): issue 12.
+    match twinbank::decide_with(&mut flash, &config, &mut sha) {
         Ok(d) => {
-            let _ = write!(out, "twinbank: boot {} {} ", d.bank, d.version);
-            let _ = match d.reason {
-                BootReason::Normal => writeln!(out, "normal"),
-                BootReason::Fallback { rejected } => {
-                    writeln!(out, "normal (bank {rejected} rejected)")
-                }
-                BootReason::Trial { attempts_left } => {
-                    writeln!(out, "trial {attempts_left} left")
-                }
-                BootReason::RolledBack { from, cause } => {
-                    writeln!(out, "rolled back from {from}: {cause}")
-                }
-            };
+            let _ = report::decision(&mut out, &d);
             let vt = checked_vector_table(&config, &d);
             #[cfg(feature = "bench")]
             bench::report(stack_top);
@@ -57,10 +58,7 @@ fn main() -> ! {
             }
         }
         Err(e) => {
-            let _ = match e {
-                BootError::NoBootableImage { .. } => writeln!(out, "twinbank: {e}"),
-                e => writeln!(out, "twinbank: no bootable image ({e})"),
-            };
+            let _ = report::error(&mut out, &e);
             board::exit(exit_code::NO_BOOTABLE_IMAGE)
         }
     }
@@ -73,6 +71,7 @@ fn checked_vector_table(config: &Config<'_>, d: &BootDecision) -> u32 {
     let end = start + config.layout.bank_size();
     let vt = d.vector_table;
     let ok_vt = vt.is_multiple_of(consts::VECTOR_ALIGNMENT) && vt >= start && vt + 8 <= end;
+    let mut out = uart();
     if ok_vt {
         // SAFETY: `vt` is inside the bank, which is mapped memory.
         let (sp, rv) = unsafe {
@@ -86,12 +85,17 @@ fn checked_vector_table(config: &Config<'_>, d: &BootDecision) -> u32 {
         if sp_ok && rv_ok {
             return vt;
         }
-        let _ = writeln!(
-            uart(),
-            "twinbank: bad vector table at {vt:#x} (sp {sp:#x}, reset {rv:#x})"
-        );
+        let _ = out.write_str("twinbank: bad vector table at ");
+        let _ = report::hex(&mut out, vt);
+        let _ = out.write_str(" (sp ");
+        let _ = report::hex(&mut out, sp);
+        let _ = out.write_str(", reset ");
+        let _ = report::hex(&mut out, rv);
+        let _ = out.write_str(")\n");
     } else {
-        let _ = writeln!(uart(), "twinbank: bad vector table address {vt:#x}");
+        let _ = out.write_str("twinbank: bad vector table address ");
+        let _ = report::hex(&mut out, vt);
+        let _ = out.write_str("\n");
     }
     board::exit(exit_code::BAD_VECTOR_TABLE)
 }

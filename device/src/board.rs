@@ -25,6 +25,18 @@ pub struct BoardDescription {
     pub image: ImageInfo,
     /// `[device]`.
     pub device: DeviceInfo,
+    /// `[bootloader]` (optional): what the bootloader may cost.
+    #[serde(default)]
+    pub bootloader: Option<BootloaderInfo>,
+}
+
+/// `[bootloader]`: the budget of the bootloader shim, checked by `cargo xtask size` (and CI).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BootloaderInfo {
+    /// Most flash bytes the shim (without serial recovery) may take: vector table, code,
+    /// read-only data and initial data. Usually the bootloader's flash sector(s).
+    pub flash_budget: u32,
 }
 
 /// `[board]`: a name for messages.

@@ -20,7 +20,9 @@
 //! Stack: the state scan (one 128-byte record) and image verification (see [`crate::image`]);
 //! ≈ 8 KB in all on Cortex-M3.
 
-use crate::image::{verify_image, ImageError, VerifiedImage, Version};
+use crate::image::{
+    verify_image_with, ImageError, Sha256Engine, SoftSha256, VerifiedImage, Version,
+};
 use crate::layout::Bank;
 use crate::state::{BankState, BootState, ImageId, StateError, StateStore};
 use crate::Config;
@@ -135,6 +137,16 @@ pub enum Unbootable {
 }
 
 impl Unbootable {
+    /// A short fixed description (for `Invalid`, the image error's summary).
+    pub fn summary(&self) -> &'static str {
+        match self {
+            Unbootable::Empty => "empty",
+            Unbootable::Rejected => "rejected",
+            Unbootable::Receiving => "receiving an update",
+            Unbootable::Invalid(e) => e.summary(),
+        }
+    }
+
     /// Why a bank in this (non-bootable) state cannot boot.
     fn of_state(state: &BankState) -> Unbootable {
         match state {
@@ -148,10 +160,8 @@ impl Unbootable {
 impl fmt::Display for Unbootable {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Unbootable::Empty => f.write_str("empty"),
-            Unbootable::Rejected => f.write_str("rejected"),
-            Unbootable::Receiving => f.write_str("receiving an update"),
             Unbootable::Invalid(e) => write!(f, "{e}"),
+            u => f.write_str(u.summary()),
         }
     }
 }
@@ -176,16 +186,18 @@ impl From<StateError> for BootError {
 
 /// Verifies `bank` against the state's expectations. `Ok(Err(_))` is a verdict on the image;
 /// `Err(_)` is a flash failure.
-fn check_bank<F: NorFlash>(
+fn check_bank<F: NorFlash, H: Sha256Engine>(
     flash: &mut F,
     config: &Config<'_>,
     state: &BootState,
     bank: Bank,
     expected: &ImageId,
+    engine: &mut H,
 ) -> Result<Result<VerifiedImage, RollbackCause>, BootError> {
-    match verify_image(
+    match verify_image_with(
         flash,
         &config.verify_params(bank, state.min_security_counter),
+        engine,
     ) {
         Ok(img) if img.digest == expected.digest => Ok(Ok(img)),
         Ok(_) => Ok(Err(RollbackCause::ImageReplaced)),
@@ -196,10 +208,14 @@ fn check_bank<F: NorFlash>(
 
 /// A state for a device without any valid record (never provisioned): each bank whose image
 /// verifies is adopted as confirmed; A is preferred when it verifies. Nothing is written here.
-fn adopt<F: NorFlash>(flash: &mut F, config: &Config<'_>) -> Result<BootState, BootError> {
+fn adopt<F: NorFlash, H: Sha256Engine>(
+    flash: &mut F,
+    config: &Config<'_>,
+    engine: &mut H,
+) -> Result<BootState, BootError> {
     let mut banks = [BankState::Empty, BankState::Empty];
     for bank in Bank::ALL {
-        match verify_image(flash, &config.verify_params(bank, 0)) {
+        match verify_image_with(flash, &config.verify_params(bank, 0), engine) {
             Ok(img) => banks[bank.index()] = BankState::Confirmed(ImageId::of(&img)),
             Err(ImageError::Flash(k)) => return Err(BootError::Flash(k)),
             Err(_) => {}
@@ -221,11 +237,20 @@ fn adopt<F: NorFlash>(flash: &mut F, config: &Config<'_>) -> Result<BootState, B
 /// See the module documentation for the rules. Every state change is written before the
 /// decision is returned, so a reset at any moment replays a consistent decision.
 pub fn decide<F: NorFlash>(flash: &mut F, config: &Config<'_>) -> Result<BootDecision, BootError> {
+    decide_with(flash, config, &mut SoftSha256::default())
+}
+
+/// [`decide`] hashing through the board's SHA-256 `engine`.
+pub fn decide_with<F: NorFlash, H: Sha256Engine>(
+    flash: &mut F,
+    config: &Config<'_>,
+    engine: &mut H,
+) -> Result<BootDecision, BootError> {
     let mut store = StateStore::open(flash, &config.layout)?;
     let mut state = match store.current() {
         Some(s) => *s,
         None => {
-            let adopted = adopt(flash, config)?;
+            let adopted = adopt(flash, config, engine)?;
             if adopted.banks != [BankState::Empty, BankState::Empty] {
                 store.write(flash, &adopted)?;
             }
@@ -240,7 +265,8 @@ pub fn decide<F: NorFlash>(flash: &mut F, config: &Config<'_>) -> Result<BootDec
         let bank = state.preferred;
         let current = *state.bank(bank);
         let failure = match current {
-            BankState::Confirmed(id) => match check_bank(flash, config, &state, bank, &id)? {
+            BankState::Confirmed(id) => match check_bank(flash, config, &state, bank, &id, engine)?
+            {
                 Ok(img) => {
                     let other = bank.other();
                     let reason = match (rolled_back, state.bank(other)) {
@@ -255,24 +281,26 @@ pub fn decide<F: NorFlash>(flash: &mut F, config: &Config<'_>) -> Result<BootDec
             BankState::Pending {
                 image,
                 attempts_left,
-            } if attempts_left > 0 => match check_bank(flash, config, &state, bank, &image)? {
-                Ok(img) => {
-                    let left = attempts_left - 1;
-                    *state.bank_mut(bank) = BankState::Pending {
-                        image,
-                        attempts_left: left,
-                    };
-                    store.write(flash, &state)?;
-                    return Ok(decision(
-                        bank,
-                        &img,
-                        BootReason::Trial {
+            } if attempts_left > 0 => {
+                match check_bank(flash, config, &state, bank, &image, engine)? {
+                    Ok(img) => {
+                        let left = attempts_left - 1;
+                        *state.bank_mut(bank) = BankState::Pending {
+                            image,
                             attempts_left: left,
-                        },
-                    ));
+                        };
+                        store.write(flash, &state)?;
+                        return Ok(decision(
+                            bank,
+                            &img,
+                            BootReason::Trial {
+                                attempts_left: left,
+                            },
+                        ));
+                    }
+                    Err(cause) => cause,
                 }
-                Err(cause) => cause,
-            },
+            }
             BankState::Pending { .. } => RollbackCause::AttemptsExhausted,
             BankState::Empty | BankState::Rejected(_) | BankState::Receiving(_) => {
                 verdict[bank.index()] = Unbootable::of_state(&current);

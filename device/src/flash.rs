@@ -86,6 +86,13 @@ pub fn fault<E: NorFlashError>(e: E) -> FlashFault {
     e.kind().into()
 }
 
+impl FlashFault {
+    /// A few words for the bootloader's boot line (no formatting machinery needed).
+    pub fn summary(&self) -> &'static str {
+        "flash error"
+    }
+}
+
 impl core::fmt::Display for FlashFault {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.write_str(match self {

@@ -18,6 +18,7 @@
 //! - [`boot`]: the boot decision the bootloader shim calls;
 //! - [`update`]: what the application calls (install, confirm, reject, rollback);
 //! - [`protocol`]: the serial protocol (frames, messages, the device-side server);
+//! - [`report`]: the bootloader's boot line, written without `core::fmt`;
 //! - [`testing`] (`std`): the strict NOR flash used by the tests.
 //!
 //! `no_std`, no heap, generic over [`embedded_storage::nor_flash::NorFlash`]. Nothing read from
@@ -37,12 +38,13 @@ pub mod flash;
 pub mod image;
 pub mod layout;
 pub mod protocol;
+pub mod report;
 pub mod state;
 #[cfg(feature = "std")]
 pub mod testing;
 pub mod update;
 
-pub use boot::{decide, BootDecision, BootError, BootReason, RollbackCause};
+pub use boot::{decide, decide_with, BootDecision, BootError, BootReason, RollbackCause};
 pub use image::{DeviceIds, ImageError, Manifest, TrustedKey, Uuid, Version};
 pub use layout::{Bank, Layout, LayoutError, Region};
 pub use state::{Attempts, BankState, BootState, ImageId};

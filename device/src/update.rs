@@ -48,7 +48,9 @@
 use crate::flash::{fault, FlashFault};
 use crate::flash::{is_erased, read_exact, ERASED};
 pub use crate::image::Manifest;
-use crate::image::{check_manifest, verify_image, ImageError, HEADER_SIZE};
+use crate::image::{
+    check_manifest, verify_image_with, ImageError, Sha256Engine, SoftSha256, HEADER_SIZE,
+};
 use crate::layout::Bank;
 use crate::state::{BankState, BootState, ImageId, Receiving, StateError, StateStore};
 use crate::Config;
@@ -221,19 +223,33 @@ pub struct Start {
 }
 
 /// The application's handle on updates. `running` is the bank the application executes from
-/// (the bootloader's decision); it is never written.
+/// (the bootloader's decision); it is never written. `H` is the SHA-256 engine images are
+/// verified with (software by default; see [`crate::image::sha256`]).
 #[derive(Debug)]
-pub struct Updater<'a, F> {
+pub struct Updater<'a, F, H = SoftSha256> {
     flash: F,
     config: Config<'a>,
     running: Bank,
     store: StateStore,
     upload: Option<Upload>,
+    sha: H,
 }
 
 impl<'a, F: NorFlash> Updater<'a, F> {
-    /// Opens the updater: scans the state region once.
-    pub fn new(mut flash: F, config: Config<'a>, running: Bank) -> Result<Self, UpdateError> {
+    /// Opens the updater: scans the state region once. Hashes with the software SHA-256.
+    pub fn new(flash: F, config: Config<'a>, running: Bank) -> Result<Self, UpdateError> {
+        Updater::with_engine(flash, config, running, SoftSha256::default())
+    }
+}
+
+impl<'a, F: NorFlash, H: Sha256Engine> Updater<'a, F, H> {
+    /// Opens the updater with the board's SHA-256 engine: scans the state region once.
+    pub fn with_engine(
+        mut flash: F,
+        config: Config<'a>,
+        running: Bank,
+        sha: H,
+    ) -> Result<Self, UpdateError> {
         let store = StateStore::open(&mut flash, &config.layout)?;
         Ok(Updater {
             flash,
@@ -241,6 +257,7 @@ impl<'a, F: NorFlash> Updater<'a, F> {
             running,
             store,
             upload: None,
+            sha,
         })
     }
 
@@ -327,7 +344,7 @@ impl<'a, F: NorFlash> Updater<'a, F> {
         }
         // A bad upload never costs the fallback: the announcement must be signed by a trusted
         // key before anything is written (the bytes are matched against it at `finish`).
-        manifest.check_signature(self.config.keys)?;
+        manifest.check_signature_with(self.config.keys, &mut self.sha)?;
         let erase = self.config.layout.erase_size();
         let span = manifest.total_len.div_ceil(erase);
         if span > u16::MAX as u32 {
@@ -583,7 +600,7 @@ impl<'a, F: NorFlash> Updater<'a, F> {
         let params = self
             .config
             .verify_params(up.bank, state.min_security_counter);
-        let verdict = match verify_image(&mut self.flash, &params) {
+        let verdict = match verify_image_with(&mut self.flash, &params, &mut self.sha) {
             Ok(img) if img.digest == up.image.digest && img.total_len == total => Ok(img),
             Ok(_) => Err(UpdateError::DigestMismatch),
             Err(e) => Err(e.into()),
@@ -662,7 +679,7 @@ impl<'a, F: NorFlash> Updater<'a, F> {
             return Err(UpdateError::NoFallback);
         };
         let params = self.config.verify_params(other, state.min_security_counter);
-        let image = verify_image(&mut self.flash, &params)?;
+        let image = verify_image_with(&mut self.flash, &params, &mut self.sha)?;
         if image.digest != id.digest {
             return Err(UpdateError::NoFallback);
         }

@@ -9,6 +9,7 @@
 mod demo;
 mod firmware;
 mod qemu;
+mod size;
 mod test;
 mod tools;
 
@@ -38,6 +39,7 @@ fn main() {
         Some("demo") => demo::demo(rest),
         Some("qemu") => demo::qemu_cmd(rest),
         Some("firmware") => demo::firmware_cmd(rest),
+        Some("size") => size::size_cmd(rest),
         _ => {
             eprintln!("usage: cargo xtask <test|demo|qemu|powercut|firmware>");
             std::process::exit(2);

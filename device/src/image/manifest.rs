@@ -10,8 +10,9 @@
 //! ```
 
 use super::header::{ImageHeader, HEADER_SIZE};
+use super::sha256::{Sha256Engine, SoftSha256};
 use super::tlv::{TlvIter, TLV_HEADER_SIZE, TLV_INFO_MAGIC, TLV_SHA256};
-use super::verify::{check_unprotected, read_header, read_protected, ProtectedInfo};
+use super::verify::{check_unprotected_with, read_header, read_protected, ProtectedInfo};
 use super::{ImageError, TrustedKey};
 use crate::flash::{read_exact, SliceFlash};
 use crate::state::ImageId;
@@ -141,12 +142,22 @@ impl Manifest {
     /// of `keys`, chosen exactly as [`super::verify_image`] chooses it. Proves the announcement
     /// came from a key holder; whether the bytes that follow match it is checked at `finish`.
     pub fn check_signature(&self, keys: &[TrustedKey]) -> Result<(), ImageError> {
-        check_unprotected(
+        self.check_signature_with(keys, &mut SoftSha256::default())
+    }
+
+    /// [`Manifest::check_signature`] hashing key names through `engine`.
+    pub fn check_signature_with<H: Sha256Engine>(
+        &self,
+        keys: &[TrustedKey],
+        engine: &mut H,
+    ) -> Result<(), ImageError> {
+        check_unprotected_with(
             &mut SliceFlash(&self.tlvs),
             0,
             self.tlvs.len() as u32,
             keys,
             &self.digest,
+            engine,
         )
         .map(|_| ())
     }

@@ -10,10 +10,10 @@
 
 use crate::flash::FlashFault;
 use core::fmt;
-use sha2::{Digest, Sha256};
 
 mod header;
 mod manifest;
+pub mod sha256;
 pub mod tlv;
 mod verify;
 
@@ -25,9 +25,11 @@ pub use header::{
     FLAG_ROM_FIXED, HEADER_SIZE, IMAGE_MAGIC,
 };
 pub use manifest::{Manifest, MAX_ANNOUNCED_TLVS};
+pub use sha256::{Sha256Engine, SoftSha256};
 pub use verify::{
-    check_manifest, check_unprotected, hash_range, read_header, read_protected, verify_image,
-    ProtectedInfo, VerifiedImage, VerifyParams, SPKI_LEN,
+    check_manifest, check_unprotected, check_unprotected_with, hash_range, hash_range_with,
+    read_header, read_protected, verify_image, verify_image_with, ProtectedInfo, VerifiedImage,
+    VerifyParams, SPKI_LEN,
 };
 
 /// A 16-byte UUID as stored in the vendor/class TLVs (RFC 4122 byte order, as `imgtool` writes).
@@ -76,7 +78,12 @@ impl TrustedKey {
 
     /// KEYHASH TLV value: SHA-256 of the SubjectPublicKeyInfo.
     pub fn keyhash(&self) -> [u8; 32] {
-        Sha256::digest(self.spki()).into()
+        self.keyhash_with(&mut SoftSha256::default())
+    }
+
+    /// [`TrustedKey::keyhash`] with the board's SHA-256 engine.
+    pub fn keyhash_with<H: Sha256Engine>(&self, engine: &mut H) -> [u8; 32] {
+        engine.digest(&self.spki())
     }
 }
 
@@ -159,11 +166,42 @@ impl From<HeaderError> for ImageError {
     }
 }
 
+impl ImageError {
+    /// A few words for the bootloader's boot line (which links no formatting machinery, and whose
+    /// flash budget counts every byte); `Display` gives the full sentence with the numbers.
+    pub fn summary(&self) -> &'static str {
+        match *self {
+            ImageError::Flash(k) => k.summary(),
+            ImageError::BadMagic(u32::MAX) => "erased",
+            ImageError::BadMagic(_) => "no image header",
+            ImageError::HeaderSizeTooSmall(_) => "header size",
+            ImageError::DoesNotFit { .. } => "too large",
+            ImageError::Truncated => "truncated",
+            ImageError::BadTlvArea | ImageError::MalformedTlv(_) => "bad TLVs",
+            ImageError::Encrypted => "encrypted",
+            ImageError::NotBootable => "non-bootable",
+            ImageError::NotBankBound => "not bank-bound",
+            ImageError::WrongBank { .. } => "wrong bank",
+            ImageError::MissingVendorId | ImageError::VendorIdMismatch => "vendor id",
+            ImageError::MissingClassId | ImageError::ClassIdMismatch => "class id",
+            ImageError::SecurityCounterTooLow { .. } => "downgrade",
+            ImageError::MissingHash => "no hash",
+            ImageError::HashMismatch => "hash mismatch",
+            ImageError::NoTrustedKeys => "no trusted key",
+            ImageError::MissingSignature => "not signed",
+            ImageError::PureSignature => "pure signature",
+            ImageError::UntrustedKey => "untrusted key",
+            ImageError::BadSignature => "bad signature",
+            ImageError::AnnouncementTooLarge => "TLVs too large",
+        }
+    }
+}
+
 impl fmt::Display for ImageError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
             ImageError::Flash(k) => write!(f, "{k}"),
-            ImageError::BadMagic(m) if m == u32::MAX => f.write_str("no image (bank is erased)"),
+            ImageError::BadMagic(u32::MAX) => f.write_str("no image (bank is erased)"),
             ImageError::BadMagic(m) => {
                 write!(f, "not an MCUboot image (header magic {m:#010x})")
             }

@@ -18,12 +18,12 @@
 //! Cortex-M3, see docs/design.md).
 
 use super::header::{ImageHeader, FLAGS_ENCRYPTED, FLAG_NON_BOOTABLE, HEADER_SIZE};
+use super::sha256::{Sha256Engine, SoftSha256};
 use super::tlv::*;
 use super::{DeviceIds, ImageError, TrustedKey, Uuid};
 use crate::flash::read_exact;
 use ed25519_dalek::{Signature, VerifyingKey};
 use embedded_storage::nor_flash::ReadNorFlash;
-use sha2::{Digest, Sha256};
 
 /// Bytes read from flash per step while hashing. A larger buffer means fewer driver calls; 256
 /// keeps the verifier's own stack small next to the signature check.
@@ -168,9 +168,19 @@ fn check_id(device: Option<Uuid>, image: Option<Uuid>, vendor: bool) -> Result<(
 }
 
 /// Verifies the image at `params.offset` completely. See the module doc for the order of checks.
+/// Hashes with the software SHA-256 ([`verify_image_with`] takes the board's engine).
 pub fn verify_image<F: ReadNorFlash>(
     flash: &mut F,
     params: &VerifyParams<'_>,
+) -> Result<VerifiedImage, ImageError> {
+    verify_image_with(flash, params, &mut SoftSha256::default())
+}
+
+/// [`verify_image`] hashing through `engine`.
+pub fn verify_image_with<F: ReadNorFlash, H: Sha256Engine>(
+    flash: &mut F,
+    params: &VerifyParams<'_>,
+    engine: &mut H,
 ) -> Result<VerifiedImage, ImageError> {
     if params.keys.is_empty() {
         // Fail closed before touching anything else.
@@ -197,8 +207,9 @@ pub fn verify_image<F: ReadNorFlash>(
     check_manifest(&header, &protected, params)?;
 
     let unprot_offset = params.offset + hashed_len as u32;
-    let digest = hash_range(flash, params.offset, hashed_len as u32)?;
-    let unprot_total = check_unprotected(flash, unprot_offset, limit, params.keys, &digest)?;
+    let digest = hash_range_with(flash, params.offset, hashed_len as u32, engine)?;
+    let unprot_total =
+        check_unprotected_with(flash, unprot_offset, limit, params.keys, &digest, engine)?;
     Ok(VerifiedImage {
         header,
         digest,
@@ -218,6 +229,25 @@ pub fn check_unprotected<F: ReadNorFlash>(
     limit: u32,
     keys: &[TrustedKey],
     digest: &[u8; 32],
+) -> Result<u32, ImageError> {
+    check_unprotected_with(
+        flash,
+        offset,
+        limit,
+        keys,
+        digest,
+        &mut SoftSha256::default(),
+    )
+}
+
+/// [`check_unprotected`] hashing key names through `engine`.
+pub fn check_unprotected_with<F: ReadNorFlash, H: Sha256Engine>(
+    flash: &mut F,
+    offset: u32,
+    limit: u32,
+    keys: &[TrustedKey],
+    digest: &[u8; 32],
+    engine: &mut H,
 ) -> Result<u32, ImageError> {
     if keys.is_empty() {
         return Err(ImageError::NoTrustedKeys);
@@ -247,7 +277,7 @@ pub fn check_unprotected<F: ReadNorFlash>(
                 let mut v = [0u8; 32];
                 e.read_value(flash, &mut v)?;
                 key_named = true;
-                named_key = keys.iter().position(|k| k.keyhash() == v);
+                named_key = keys.iter().position(|k| k.keyhash_with(engine) == v);
             }
             TLV_PUBKEY => {
                 let mut v = [0u8; SPKI_LEN];
@@ -293,17 +323,31 @@ pub fn hash_range<F: ReadNorFlash>(
     offset: u32,
     len: u32,
 ) -> Result<[u8; 32], ImageError> {
-    let mut hasher = Sha256::new();
-    let mut buf = [0u8; HASH_CHUNK];
+    hash_range_with(flash, offset, len, &mut SoftSha256::default())
+}
+
+/// [`hash_range`] through `engine`. The buffer is word-aligned, so a driver can copy whole words.
+pub fn hash_range_with<F: ReadNorFlash, H: Sha256Engine>(
+    flash: &mut F,
+    offset: u32,
+    len: u32,
+    engine: &mut H,
+) -> Result<[u8; 32], ImageError> {
+    engine.start();
+    let mut buf = AlignedChunk([0u8; HASH_CHUNK]);
     let mut pos = 0u32;
     while pos < len {
         let n = (len - pos).min(HASH_CHUNK as u32) as usize;
-        read_exact(flash, offset + pos, &mut buf[..n]).map_err(ImageError::Flash)?;
-        hasher.update(&buf[..n]);
+        read_exact(flash, offset + pos, &mut buf.0[..n]).map_err(ImageError::Flash)?;
+        engine.update(&buf.0[..n]);
         pos += n as u32;
     }
-    Ok(hasher.finalize().into())
+    Ok(engine.finish())
 }
+
+/// The hashing buffer, aligned for word (and DMA-friendly) reads.
+#[repr(align(4))]
+struct AlignedChunk([u8; HASH_CHUNK]);
 
 /// Length of an Ed25519 DER SubjectPublicKeyInfo.
 pub const SPKI_LEN: usize = 44;

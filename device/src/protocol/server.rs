@@ -9,6 +9,7 @@
 use super::frame::{decode_frame, encode_frame, FrameError};
 use super::message::{DeviceInfo, Envelope, RemoteError, Request, Response, PROTOCOL_VERSION};
 use super::{MAX_CHUNK, MAX_FRAME, MAX_MESSAGE};
+use crate::image::{Sha256Engine, SoftSha256};
 use crate::update::{Manifest, UpdateError, Updater};
 use crate::Config;
 use embedded_storage::nor_flash::NorFlash;
@@ -20,16 +21,16 @@ const _: () = assert!(OUT_FRAME > MAX_FRAME + 1);
 
 /// Serves the protocol for one [`Updater`].
 #[derive(Debug)]
-pub struct Server<'a, F> {
-    updater: Updater<'a, F>,
+pub struct Server<'a, F, H = SoftSha256> {
+    updater: Updater<'a, F, H>,
     config: Config<'a>,
     reboot: bool,
     scratch: [u8; MAX_MESSAGE],
 }
 
-impl<'a, F: NorFlash> Server<'a, F> {
+impl<'a, F: NorFlash, H: Sha256Engine> Server<'a, F, H> {
     /// A server around an updater (which knows the running bank).
-    pub fn new(updater: Updater<'a, F>, config: Config<'a>) -> Self {
+    pub fn new(updater: Updater<'a, F, H>, config: Config<'a>) -> Self {
         Server {
             updater,
             config,
@@ -39,7 +40,7 @@ impl<'a, F: NorFlash> Server<'a, F> {
     }
 
     /// The updater, for the application's own calls (e.g. confirm after its health check).
-    pub fn updater(&mut self) -> &mut Updater<'a, F> {
+    pub fn updater(&mut self) -> &mut Updater<'a, F, H> {
         &mut self.updater
     }
 

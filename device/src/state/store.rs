@@ -44,6 +44,13 @@ pub enum StateError {
     SequenceExhausted,
 }
 
+impl StateError {
+    /// A few words for the bootloader's boot line (no formatting machinery needed).
+    pub fn summary(&self) -> &'static str {
+        "state error"
+    }
+}
+
 impl fmt::Display for StateError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

@@ -108,11 +108,15 @@ impl Rng {
 }
 
 fn power_cut(what: &str, offset: u32) -> ! {
-    let _ = writeln!(
-        uart(),
-        "board: power cut during {what} at {offset:#x} (flash op {})",
-        session::cut_at()
-    );
+    // No `core::fmt` (the shim links the driver).
+    let mut u = uart();
+    let _ = u.write_str("board: power cut during ");
+    let _ = u.write_str(what);
+    let _ = u.write_str(" at ");
+    let _ = twinbank::report::hex(&mut u, offset);
+    let _ = u.write_str(" (flash op ");
+    let _ = twinbank::report::dec(&mut u, session::cut_at());
+    let _ = u.write_str(")\n");
     exit(exit_code::POWER_CUT)
 }
 
@@ -125,8 +129,25 @@ impl ReadNorFlash for Flash {
 
     fn read(&mut self, offset: u32, bytes: &mut [u8]) -> Result<(), Self::Error> {
         check(offset, bytes.len())?;
-        for (i, b) in bytes.iter_mut().enumerate() {
-            *b = rd(offset + i as u32);
+        // Whole words where source and destination are word-aligned (the hashing buffer is),
+        // bytes at the edges: ≈ 1 instruction per byte instead of ≈ 4 (issue 12).
+        let mut i = 0usize;
+        let word_aligned = (FLASH_BASE + offset) % 4 == (bytes.as_ptr() as u32) % 4;
+        if word_aligned {
+            while i < bytes.len() && (offset as usize + i) % 4 != 0 {
+                bytes[i] = rd(offset + i as u32);
+                i += 1;
+            }
+            while i + 4 <= bytes.len() {
+                // SAFETY: in range (checked above) and 4-aligned on both sides.
+                let w = unsafe { read_volatile(ptr(offset + i as u32) as *const u32) };
+                bytes[i..i + 4].copy_from_slice(&w.to_ne_bytes());
+                i += 4;
+            }
+        }
+        while i < bytes.len() {
+            bytes[i] = rd(offset + i as u32);
+            i += 1;
         }
         Ok(())
     }
@@ -177,10 +198,10 @@ impl NorFlash for Flash {
         for i in 0..bytes.len() as u32 {
             if rd(offset + i) != 0xFF {
                 let unit = (offset + i) - (offset + i) % WRITE_SIZE as u32;
-                let _ = writeln!(
-                    uart(),
-                    "board: NOR rule violated: program of non-erased unit at {unit:#x}"
-                );
+                let mut u = uart();
+                let _ = u.write_str("board: NOR rule violated: program of non-erased unit at ");
+                let _ = twinbank::report::hex(&mut u, unit);
+                let _ = u.write_str("\n");
                 exit(exit_code::NOR_VIOLATION);
             }
         }

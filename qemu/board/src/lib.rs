@@ -103,12 +103,14 @@ pub fn reset() -> ! {
 /// Reports a HardFault on the UART; then resets (`reset = true`, what an application does: the
 /// bootloader counts the attempt) or ends the run with [`exit_code::SHIM_FAULT`].
 pub fn hard_fault(ef: &cortex_m_rt::ExceptionFrame, who: &str, reset_after: bool) -> ! {
-    let _ = writeln!(
-        uart(),
-        "{who}: hardfault pc={:#010x} lr={:#010x}",
-        ef.pc(),
-        ef.lr()
-    );
+    // No `core::fmt` here: the shim links this handler (issue 12).
+    let mut u = uart();
+    let _ = u.write_str(who);
+    let _ = u.write_str(": hardfault pc=");
+    let _ = twinbank::report::hex(&mut u, ef.pc());
+    let _ = u.write_str(" lr=");
+    let _ = twinbank::report::hex(&mut u, ef.lr());
+    let _ = u.write_str("\n");
     if reset_after {
         reset()
     } else {
@@ -142,8 +144,32 @@ pub mod counter {
     }
 }
 
+/// The SHA-256 engine of this board: the `sha2` crate's compact software implementation (the
+/// MPS2 has no hash peripheral). A board with one returns its driver here.
+pub type Sha256 = twinbank::image::SoftSha256;
+
+/// The board's SHA-256 engine, for `twinbank::decide_with` and `Updater::with_engine`.
+pub fn sha256() -> Sha256 {
+    Sha256::default()
+}
+
+/// Panics print where they happened, without `core::fmt` (file and line; the message needs the
+/// formatting machinery, which the bootloader does not link). With the `panic-message` feature
+/// (the demo app) the message is printed too.
 #[panic_handler]
 fn panic(info: &core::panic::PanicInfo) -> ! {
-    let _ = writeln!(uart(), "panic: {info}");
+    let mut u = uart();
+    let _ = u.write_str("panic");
+    if let Some(l) = info.location() {
+        let _ = u.write_str(" at ");
+        let _ = u.write_str(l.file());
+        let _ = u.write_str(":");
+        let _ = twinbank::report::dec(&mut u, l.line());
+    }
+    #[cfg(feature = "panic-message")]
+    {
+        let _ = write!(u, ": {}", info.message());
+    }
+    let _ = u.write_str("\n");
     exit(exit_code::PANIC)
 }

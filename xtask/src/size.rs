@@ -1,0 +1,178 @@
+//! `cargo xtask size [--features F] [--elf FILE]`: the bootloader shim's flash and RAM, and the
+//! bytes each crate contributes, read from the ELF's sections and symbols (no external tools).
+//! Fails when the flash exceeds the budget the board description declares
+//! (`[bootloader] flash_budget` in twinbank.toml), so every change's cost is visible in CI.
+
+use crate::firmware::{self, Build, Variant};
+use crate::tools::root;
+use object::{Object, ObjectSection, ObjectSymbol, SectionKind};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use twinbank::board::BoardDescription;
+
+/// The sizes of one firmware ELF.
+#[derive(Debug, Clone, Default)]
+pub struct Sizes {
+    /// Bytes in flash: vector table, code, read-only data and the initial values of `.data`.
+    pub flash: u64,
+    /// Static RAM: `.data` + `.bss` + `.uninit`.
+    pub ram: u64,
+    /// Flash bytes per crate (code + read-only data), largest first.
+    pub per_crate: Vec<(String, u64)>,
+    /// Flash bytes per symbol (demangled), largest first.
+    pub per_symbol: Vec<(String, u64)>,
+}
+
+/// The crate a (demangled) symbol belongs to: the first path segment, looking through
+/// `<T as Trait>` and `<T>` wrappers; `(no crate)` for C-level symbols (memcpy, Reset, …).
+fn crate_of(name: &str) -> String {
+    let d = format!("{:#}", rustc_demangle::demangle(name));
+    let mut s = d.as_str();
+    while let Some(rest) = s.strip_prefix('<') {
+        s = rest;
+    }
+    s = s.trim_start_matches('&').trim_start_matches("mut ");
+    match s.split_once("::") {
+        Some((krate, _)) if !krate.is_empty() && !krate.contains(' ') => krate.to_string(),
+        _ => "(no crate)".to_string(),
+    }
+}
+
+/// Reads the sizes of `elf`.
+pub fn measure(elf: &Path) -> Result<Sizes, String> {
+    let data = std::fs::read(elf).map_err(|e| format!("{}: {e}", elf.display()))?;
+    let file = object::File::parse(&*data).map_err(|e| format!("{}: {e}", elf.display()))?;
+    let mut sizes = Sizes::default();
+    let mut flash_sections = Vec::new();
+    for s in file.sections() {
+        let name = s.name().unwrap_or("");
+        match name {
+            ".vector_table" | ".text" | ".rodata" => {
+                sizes.flash += s.size();
+                flash_sections.push((s.index(), s.size()));
+            }
+            ".data" => {
+                sizes.flash += s.size();
+                sizes.ram += s.size();
+            }
+            ".bss" | ".uninit" => sizes.ram += s.size(),
+            _ => {}
+        }
+    }
+    let mut per: BTreeMap<String, u64> = BTreeMap::new();
+    let mut attributed = 0u64;
+    for sym in file.symbols() {
+        let Some(idx) = sym.section_index() else {
+            continue;
+        };
+        if sym.size() == 0 || !flash_sections.iter().any(|(i, _)| *i == idx) {
+            continue;
+        }
+        if matches!(
+            sym.kind(),
+            object::SymbolKind::Section | object::SymbolKind::File
+        ) {
+            continue;
+        }
+        let name = sym.name().unwrap_or("");
+        let krate = if name.starts_with(".L") || name.is_empty() {
+            "(anonymous data)".to_string()
+        } else {
+            crate_of(name)
+        };
+        *per.entry(krate).or_default() += sym.size();
+        attributed += sym.size();
+        sizes
+            .per_symbol
+            .push((format!("{:#}", rustc_demangle::demangle(name)), sym.size()));
+    }
+    let _ = SectionKind::Text;
+    let in_sections: u64 = flash_sections.iter().map(|(_, s)| s).sum();
+    if in_sections > attributed {
+        per.insert(
+            "(no symbol: vectors, padding, literals)".into(),
+            in_sections - attributed,
+        );
+    }
+    let mut v: Vec<(String, u64)> = per.into_iter().collect();
+    v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    sizes.per_crate = v;
+    sizes
+        .per_symbol
+        .sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    Ok(sizes)
+}
+
+/// Prints the table of `sizes` for `what`.
+pub fn print(what: &str, sizes: &Sizes, budget: Option<u64>) {
+    println!(
+        "{what}: flash {} B ({:.1} KiB), static RAM {} B{}",
+        sizes.flash,
+        sizes.flash as f64 / 1024.0,
+        sizes.ram,
+        budget
+            .map(|b| format!(", budget {b} B ({} B left)", b as i64 - sizes.flash as i64))
+            .unwrap_or_default()
+    );
+    println!("| crate | flash bytes |");
+    println!("|---|---|");
+    for (k, n) in &sizes.per_crate {
+        println!("| {k} | {n} |");
+    }
+}
+
+fn size_build() -> Result<Build, String> {
+    let ws = root();
+    let dir = ws.join("target/size");
+    let key = dir.join("keys/size.pem");
+    firmware::ensure_key(&key)?;
+    Ok(Build {
+        workspace: ws.clone(),
+        target_dir: dir.join("cargo"),
+        out_dir: dir.join("firmware"),
+        trusted_keys: vec![key],
+        verbose: true,
+    })
+}
+
+/// `cargo xtask size`.
+pub fn size_cmd(args: &[String]) -> Result<(), String> {
+    if args.iter().any(|a| a == "--help" || a == "-h") {
+        println!(
+            "usage: cargo xtask size [--elf FILE] [--symbols N]\n\n\
+             Builds the bootloader shim (profile `firmware`) and prints its flash and static RAM\n\
+             and the flash bytes per crate, from the ELF's symbols. Fails when the flash exceeds\n\
+             `[bootloader] flash_budget` of twinbank.toml. --elf measures a given ELF instead;\n\
+             --symbols N lists the N largest symbols."
+        );
+        return Ok(());
+    }
+    let board = BoardDescription::load(&root().join("twinbank.toml")).map_err(|e| e.to_string())?;
+    let budget = board.bootloader.as_ref().map(|b| b.flash_budget as u64);
+    let elf: PathBuf = match args.iter().position(|a| a == "--elf") {
+        Some(i) => PathBuf::from(args.get(i + 1).ok_or("--elf needs a file")?),
+        None => {
+            let b = size_build()?;
+            b.build(&[Variant::shim(false)])?;
+            b.elf("shim")
+        }
+    };
+    let sizes = measure(&elf)?;
+    print("shim", &sizes, budget);
+    if let Some(i) = args.iter().position(|a| a == "--symbols") {
+        let n: usize = args.get(i + 1).and_then(|v| v.parse().ok()).unwrap_or(40);
+        println!("\n| symbol | flash bytes |\n|---|---|");
+        for (name, bytes) in sizes.per_symbol.iter().take(n) {
+            println!("| {name} | {bytes} |");
+        }
+    }
+    if let Some(b) = budget {
+        if sizes.flash > b {
+            return Err(format!(
+                "the shim's flash ({} B) exceeds the board's budget ({b} B)",
+                sizes.flash
+            ));
+        }
+    }
+    Ok(())
+}

@@ -86,6 +86,8 @@ pub fn fault<E: NorFlashError>(e: E) -> FlashFault {
     e.kind().into()
 }
 
+impl core::error::Error for FlashFault {}
+
 impl core::fmt::Display for FlashFault {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.write_str(match self {

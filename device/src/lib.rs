@@ -24,6 +24,7 @@
 //! flash can make it panic: every length is checked before use. Stack needs are listed in
 //! `docs/design.md` (dominated by Ed25519 verification, ≈ 7.5 KB on Cortex-M3).
 #![no_std]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
@@ -31,6 +32,7 @@
 extern crate std;
 
 #[cfg(feature = "std")]
+#[cfg_attr(docsrs, doc(cfg(feature = "std")))]
 pub mod board;
 pub mod boot;
 pub mod flash;
@@ -39,6 +41,7 @@ pub mod layout;
 pub mod protocol;
 pub mod state;
 #[cfg(feature = "std")]
+#[cfg_attr(docsrs, doc(cfg(feature = "std")))]
 pub mod testing;
 pub mod update;
 
@@ -46,7 +49,17 @@ pub use boot::{decide, BootDecision, BootError, BootReason, RollbackCause};
 pub use image::{DeviceIds, ImageError, TrustedKey, Uuid, Version};
 pub use layout::{Bank, Layout, LayoutError, Region};
 pub use state::{Attempts, BankState, BootState, ImageId};
-pub use update::{UpdateError, Updater};
+pub use update::{Manifest, UpdateError, Updater};
+
+/// The key type the image encoder signs with ([`image::encode::ImageBuilder::sign`]).
+#[cfg(feature = "std")]
+pub use ed25519_dalek::SigningKey;
+
+// Errors of the modules whose files the boot and update paths own, so that `?` works in a
+// `Box<dyn Error>` main.
+impl core::error::Error for UpdateError {}
+impl core::error::Error for BootError {}
+impl core::error::Error for state::StateError {}
 
 /// Everything the device knows about itself: where things are, whom it trusts, what it is.
 #[derive(Debug, Clone, Copy)]

@@ -442,7 +442,7 @@ fn refusals_are_specific() {
     fails(
         dir,
         1,
-        "downgrade refused",
+        "downgrade: security counter",
         &[
             "verify",
             "-k",
@@ -1065,7 +1065,7 @@ fn imgtool_images_verify_with_twinbank() {
     fails(
         dir,
         1,
-        "downgrade refused",
+        "downgrade: security counter",
         &[
             "verify",
             "-k",

@@ -17,15 +17,16 @@ pub mod tlv;
 mod verify;
 
 #[cfg(feature = "std")]
+#[cfg_attr(docsrs, doc(cfg(feature = "std")))]
 pub mod encode;
 
 pub use header::{
-    HeaderError, ImageHeader, Version, VersionParseError, FLAGS_ENCRYPTED, FLAG_NON_BOOTABLE,
-    FLAG_ROM_FIXED, HEADER_SIZE, IMAGE_MAGIC,
+    flag_names, HeaderError, ImageHeader, Version, VersionParseError, FLAGS_ENCRYPTED, FLAG_NAMES,
+    FLAG_NON_BOOTABLE, FLAG_PIC, FLAG_RAM_LOAD, FLAG_ROM_FIXED, HEADER_SIZE, IMAGE_MAGIC,
 };
 pub use verify::{
-    check_manifest, hash_range, read_header, read_protected, verify_image, ProtectedInfo,
-    VerifiedImage, VerifyParams, SPKI_LEN,
+    check_manifest, hash_range, read_header, read_protected, verify_image, KeyName, KeySelector,
+    ProtectedInfo, SignatureCheck, SignatureOutcome, VerifiedImage, VerifyParams, SPKI_LEN,
 };
 
 /// A 16-byte UUID as stored in the vendor/class TLVs (RFC 4122 byte order, as `imgtool` writes).
@@ -154,6 +155,8 @@ impl From<HeaderError> for ImageError {
     }
 }
 
+impl core::error::Error for ImageError {}
+
 impl fmt::Display for ImageError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
@@ -198,7 +201,7 @@ impl fmt::Display for ImageError {
             }
             ImageError::SecurityCounterTooLow { image, minimum } => write!(
                 f,
-                "downgrade refused: security counter {image} is below the minimum {minimum}"
+                "downgrade: security counter {image} is below the minimum {minimum}"
             ),
             ImageError::MissingHash => f.write_str("image has no SHA-256 TLV"),
             ImageError::HashMismatch => {

@@ -2,10 +2,11 @@
 //! [`PROTOCOL_VERSION`] changes when a message changes shape.
 
 use super::frame::FrameError;
-use crate::image::{Uuid, Version, HEADER_SIZE};
+use crate::flash::SliceFlash;
+use crate::image::{ImageError, Uuid, Version, HEADER_SIZE};
 use crate::layout::Bank;
 use crate::state::BootState;
-use crate::update::UpdateError;
+use crate::update::{Manifest, UpdateError};
 use serde::{Deserialize, Serialize};
 
 /// Version of the message set; `Info` reports it and the host refuses a device with another.
@@ -58,6 +59,50 @@ pub enum Request<'a> {
     Rollback,
     /// Resets the device after answering.
     Reboot,
+}
+
+impl Manifest {
+    /// The manifest of a complete signed image held in memory (a file read on the host, a
+    /// download buffer): header, protected TLVs, total length and digest.
+    pub fn from_image(image: &[u8]) -> Result<Manifest, ImageError> {
+        let len = u32::try_from(image.len()).map_err(|_| ImageError::DoesNotFit {
+            needed: u32::MAX,
+            capacity: u32::MAX,
+        })?;
+        Manifest::read(&mut SliceFlash(image), len)
+    }
+
+    /// The protected TLV area of `image` (empty when it has none), `image` being the image this
+    /// manifest was read from.
+    pub fn protected_tlvs<'a>(&self, image: &'a [u8]) -> Result<&'a [u8], ImageError> {
+        let start = usize::try_from(self.header.tlv_offset()).map_err(|_| ImageError::Truncated)?;
+        let end = usize::try_from(self.header.hashed_len()).map_err(|_| ImageError::Truncated)?;
+        image.get(start..end).ok_or(ImageError::Truncated)
+    }
+}
+
+impl<'a> Request<'a> {
+    /// The `UploadBegin` request announcing `image`, whose manifest is `manifest`
+    /// ([`Manifest::from_image`]): what a host sends before the first chunk.
+    pub fn upload_begin(manifest: &Manifest, image: &'a [u8]) -> Result<Request<'a>, ImageError> {
+        Ok(Request::UploadBegin {
+            header: manifest.header_bytes,
+            protected_tlvs: manifest.protected_tlvs(image)?,
+            total_len: manifest.total_len,
+            digest: manifest.digest,
+        })
+    }
+
+    /// The `UploadChunk` request carrying `image[offset..offset + len]` (shortened at the end of
+    /// the image); `None` when `offset` is past the end.
+    pub fn upload_chunk(image: &'a [u8], offset: u32, len: usize) -> Option<Request<'a>> {
+        let start = usize::try_from(offset).ok()?;
+        let end = start.checked_add(len)?.min(image.len());
+        Some(Request::UploadChunk {
+            offset,
+            data: image.get(start..end)?,
+        })
+    }
 }
 
 /// The device's description of itself.
@@ -116,6 +161,8 @@ pub enum RemoteError {
     /// A chunk larger than the device accepts.
     ChunkTooLarge,
 }
+
+impl core::error::Error for RemoteError {}
 
 impl core::fmt::Display for RemoteError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {

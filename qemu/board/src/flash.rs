@@ -69,7 +69,7 @@ fn check(offset: u32, len: usize) -> Result<(), FlashError> {
     }
 }
 
-/// `n` is a multiple of `size` (a power of two: checked by `twinbank::Layout::new`).
+/// `n` is a multiple of `size` (a power of two: checked when `twinbank::Layout` is built).
 fn aligned(n: usize, size: usize) -> bool {
     n & (size - 1) == 0
 }

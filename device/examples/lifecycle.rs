@@ -50,7 +50,10 @@ fn main() -> Result<(), Box<dyn Error>> {
 
     // Factory: v1 programmed into bank A of a blank flash; the first boot adopts it (confirmed).
     let mut flash = Flash::new(0x4_4000);
-    flash.load(layout.bank(Bank::A).offset.0 as usize, &sign(Bank::A, v(1), 1)?);
+    flash.load(
+        layout.bank(Bank::A).offset.0 as usize,
+        &sign(Bank::A, v(1), 1)?,
+    );
     boot(&mut flash, &config, Bank::A)?;
 
     // The application (running from A) installs v2 into bank B, streamed in chunks.
@@ -83,7 +86,10 @@ fn boot(
     expected: Bank,
 ) -> Result<twinbank::BootDecision, Box<dyn Error>> {
     let decision = twinbank::boot::decide(flash, config)?; // Err: NoBootableImage → stop
-    println!("boot {} {} ({})", decision.bank, decision.version, decision.reason);
+    println!(
+        "boot {} {} ({})",
+        decision.bank, decision.version, decision.reason
+    );
     assert_eq!(decision.bank, expected);
     Ok(decision)
 }
@@ -103,7 +109,11 @@ fn install(
         next = up.write(next, chunk)?; // any chunk sizes, idempotent resends
     }
     let id = up.finish()?; // verify from flash, one record: pending
-    println!("installed {} into bank {}", id.version, running_bank.other());
+    println!(
+        "installed {} into bank {}",
+        id.version,
+        running_bank.other()
+    );
     Ok(())
 }
 

@@ -535,7 +535,13 @@ mod tests {
         );
         assert_eq!(layout(s, b, a), Err(LayoutError::BanksSwapped));
         assert_eq!(
-            Layout::builder().flash_size(1 << 20).write_size(4).erase_size(K4).state(s).bank_a(a).build(),
+            Layout::builder()
+                .flash_size(1 << 20)
+                .write_size(4)
+                .erase_size(K4)
+                .state(s)
+                .bank_a(a)
+                .build(),
             Err(LayoutError::Missing(LayoutField::BankB))
         );
         assert_eq!(

@@ -65,13 +65,7 @@ fn upload_activate_confirm_over_frames() {
     };
     assert_eq!(info.running, Bank::A);
     assert_eq!(info.running_version, Some(v(1)));
-    let prot = &img[m.header.tlv_offset() as usize..m.header.hashed_len() as usize];
-    let begin = Request::UploadBegin {
-        header: m.header_bytes,
-        protected_tlvs: prot,
-        total_len: m.total_len,
-        digest: m.digest,
-    };
+    let begin = Request::upload_begin(&m, &img).unwrap();
     assert_eq!(
         call(&mut server, &mut dec, 2, begin.clone()),
         Response::NextOffset(0)

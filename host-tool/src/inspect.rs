@@ -138,10 +138,13 @@ fn signatures(
         match t.kind {
             TLV_KEYHASH => named = Some(hex(&t.value)),
             TLV_PUBKEY => {
-                named = t.value.get(twinbank::image::ED25519_SPKI_PREFIX.len()..).and_then(|k| {
-                    let k: [u8; 32] = k.try_into().ok()?;
-                    Some(hex(&TrustedKey(k).keyhash()))
-                })
+                named = t
+                    .value
+                    .get(twinbank::image::ED25519_SPKI_PREFIX.len()..)
+                    .and_then(|k| {
+                        let k: [u8; 32] = k.try_into().ok()?;
+                        Some(hex(&TrustedKey(k).keyhash()))
+                    })
             }
             _ => {}
         }
@@ -349,11 +352,10 @@ pub fn verify(a: VerifyArgs) -> Result<(), CliError> {
         Err(e) => return Err(refuse(e, a.json)),
     };
     let board = if a.bank.is_some() || a.board_ids {
-        Some(a.board.require(if a.board_ids {
-            "--board-ids"
-        } else {
-            "--bank"
-        })?)
+        Some(
+            a.board
+                .require(if a.board_ids { "--board-ids" } else { "--bank" })?,
+        )
     } else {
         a.board.load()?
     };

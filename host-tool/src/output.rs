@@ -100,7 +100,10 @@ pub fn write_private(path: &Path, data: &[u8], force: bool) -> Result<(), CliErr
     let _ = std::fs::remove_file(&temp);
     if let Err(e) = write_temp(&temp, data, Some(0o600)) {
         let _ = std::fs::remove_file(&temp);
-        return Err(CliError::input(format!("{}: cannot create: {e}", path.display())));
+        return Err(CliError::input(format!(
+            "{}: cannot create: {e}",
+            path.display()
+        )));
     }
     let placed = if force {
         std::fs::rename(&temp, path)

@@ -67,6 +67,15 @@ impl FlashImage {
         }
     }
 
+    /// A flash image holding `bytes` (e.g. a flash file read back), nothing counted as written.
+    pub fn from_bytes(layout: Layout, bytes: Vec<u8>) -> FlashImage {
+        FlashImage {
+            layout,
+            bytes,
+            written: Vec::new(),
+        }
+    }
+
     /// The flash contents.
     pub fn bytes(&self) -> &[u8] {
         &self.bytes
@@ -94,6 +103,18 @@ impl FlashImage {
         Ok(())
     }
 
+    /// Puts `image` at the start of `bank` as a programmer would, without checking it.
+    pub fn place_in_bank(&mut self, bank: Bank, image: &[u8]) -> Result<(), CliError> {
+        if image.len() as u64 > self.layout.bank_size() as u64 {
+            return Err(CliError::refused(format!(
+                "the image is {} bytes but bank {bank} holds {}",
+                image.len(),
+                self.layout.bank_size()
+            )));
+        }
+        self.place(self.layout.bank(bank).offset.0, image)
+    }
+
     /// Puts a signed image at the start of `bank` and verifies it there with the device crate
     /// (`config`'s keys and ids, any security counter); returns its identity.
     pub fn place_image(
@@ -102,17 +123,8 @@ impl FlashImage {
         bank: Bank,
         image: &[u8],
     ) -> Result<ImageId, CliError> {
-        if image.len() as u64 > self.layout.bank_size() as u64 {
-            return Err(CliError::refused(format!(
-                "the image is {} bytes but bank {bank} holds {}",
-                image.len(),
-                self.layout.bank_size()
-            )));
-        }
-        self.place(self.layout.bank(bank).offset.0, image)?;
-        let v = verify_image(&mut SliceFlash(&self.bytes), &config.verify_params(bank, 0))
-            .map_err(|e| CliError::refused(format!("for bank {bank}: {e}")))?;
-        Ok(ImageId::of(&v))
+        self.place_in_bank(bank, image)?;
+        verify_in_bank(config, bank, &self.bytes)
     }
 
     /// Writes `state` as the first record of a blank state region (sequence number 1): what the
@@ -136,6 +148,37 @@ impl FlashImage {
     }
 }
 
+/// The identity of the image in `bank` of `flash`, verified with the device crate (`config`'s
+/// keys and ids, any security counter).
+pub fn verify_in_bank(config: &Config<'_>, bank: Bank, flash: &[u8]) -> Result<ImageId, CliError> {
+    verify_image(&mut SliceFlash(flash), &config.verify_params(bank, 0))
+        .map(|v| ImageId::of(&v))
+        .map_err(|e| CliError::refused(format!("for bank {bank}: {e}")))
+}
+
+/// The identity of a signed image for `bank`, verified as it would sit in the bank.
+pub fn image_id(config: &Config<'_>, bank: Bank, image: &[u8]) -> Result<ImageId, CliError> {
+    let mut params = config.verify_params(bank, 0);
+    params.offset = 0;
+    verify_image(&mut SliceFlash(image), &params)
+        .map(|v| ImageId::of(&v))
+        .map_err(|e| CliError::refused(format!("for bank {bank}: {e}")))
+}
+
+/// The device configuration of `board` with the trusted `keys`.
+pub fn config<'k>(
+    board: &twinbank::board::BoardDescription,
+    keys: &'k [TrustedKey],
+) -> Result<Config<'k>, CliError> {
+    let err = |e: &dyn std::fmt::Display| CliError::input(format!("board description: {e}"));
+    Ok(Config {
+        layout: board.layout().map_err(|e| err(&e))?,
+        keys,
+        ids: board.ids().map_err(|e| err(&e))?,
+        attempts: board.attempts().map_err(|e| err(&e))?,
+    })
+}
+
 /// The factory flash of `board`: `image_a` (and `image_b`) verified in their banks, a factory
 /// state (A confirmed and preferred), checked by booting it twice with the device crate.
 pub fn factory_flash(
@@ -144,13 +187,7 @@ pub fn factory_flash(
     image_a: &[u8],
     image_b: Option<&[u8]>,
 ) -> Result<(FlashImage, BootState), CliError> {
-    let err = |e: &dyn std::fmt::Display| CliError::input(format!("board description: {e}"));
-    let config = Config {
-        layout: board.layout().map_err(|e| err(&e))?,
-        keys,
-        ids: board.ids().map_err(|e| err(&e))?,
-        attempts: board.attempts().map_err(|e| err(&e))?,
-    };
+    let config = config(board, keys)?;
     let mut flash = FlashImage::blank(config.layout, board.flash.size);
     let a = flash.place_image(&config, Bank::A, image_a)?;
     let b = image_b
@@ -240,12 +277,7 @@ pub fn run(a: ProvisionArgs) -> Result<(), CliError> {
         .iter()
         .map(|p| keys::public_key(p))
         .collect::<Result<_, _>>()?;
-    let config = Config {
-        layout: board.layout()?,
-        keys: &keys,
-        ids: board.ids()?,
-        attempts: board.desc.attempts().map_err(|e| board.error(e))?,
-    };
+    let config = config(&board.desc, &keys).map_err(|e| e.prefix(&bname))?;
     let mut flash = FlashImage::blank(config.layout, board.desc.flash.size);
     let mut images: Vec<(Bank, ImageId)> = Vec::new();
     for (bank, path) in [(Bank::A, Some(&a.image_a)), (Bank::B, a.image_b.as_ref())] {

@@ -200,7 +200,11 @@ pub fn sign_firmware(
             min_security_counter: 0,
         },
     )
-    .map_err(|e| CliError::input(format!("internal error: the signed image does not verify: {e}")))?;
+    .map_err(|e| {
+        CliError::input(format!(
+            "internal error: the signed image does not verify: {e}"
+        ))
+    })?;
     Ok(Signed { image, verified })
 }
 
@@ -212,7 +216,11 @@ fn binding(
     board: &Option<Board>,
     name: &str,
 ) -> Result<(u32, String), CliError> {
-    let need = |why: &str| board.as_ref().ok_or_else(|| crate::board_file::missing(why));
+    let need = |why: &str| {
+        board
+            .as_ref()
+            .ok_or_else(|| crate::board_file::missing(why))
+    };
     if let Some(bank) = a.bank {
         let bank = Bank::from(bank);
         let layout = need("--bank")?.layout()?;
@@ -227,8 +235,8 @@ fn binding(
              device refuses images not bound to a bank)"
         )));
     };
-    let layout = need("inferring the bank from the load address; or give --bank/--rom-fixed")?
-        .layout()?;
+    let layout =
+        need("inferring the bank from the load address; or give --bank/--rom-fixed")?.layout()?;
     let header_start = load.wrapping_sub(header_size as u32);
     match Bank::ALL
         .into_iter()
@@ -250,16 +258,31 @@ fn binding(
 }
 
 /// Resolves the options (and the board where they leave values open) into a plan.
-fn plan(a: &SignArgs, fw_slot: &mut Option<Firmware>, board: &Option<Board>) -> Result<SignPlan, CliError> {
-    let need = |why: &str| board.as_ref().ok_or_else(|| crate::board_file::missing(why));
+fn plan(
+    a: &SignArgs,
+    fw_slot: &mut Option<Firmware>,
+    board: &Option<Board>,
+) -> Result<SignPlan, CliError> {
+    let need = |why: &str| {
+        board
+            .as_ref()
+            .ok_or_else(|| crate::board_file::missing(why))
+    };
     let name = a.input.display().to_string();
     let header_size = match a.header_size {
         Some(h) => h,
-        None => need("the header size; or give --header-size")?.desc.image.header_size,
+        None => {
+            need("the header size; or give --header-size")?
+                .desc
+                .image
+                .header_size
+        }
     };
     let slot_size = match a.slot_size {
         Some(s) => s,
-        None => need("the slot size; or give --slot-size")?.layout()?.bank_size(),
+        None => need("the slot size; or give --slot-size")?
+            .layout()?
+            .bank_size(),
     };
     let fw = input::load(&a.input, slot_size as u64)?;
     let (rom_fixed, label) = binding(a, &fw, header_size, board, &name)?;
@@ -317,7 +340,14 @@ pub fn run(a: SignArgs) -> Result<(), CliError> {
     Ok(())
 }
 
-fn report(a: &SignArgs, fw: &Firmware, plan: &SignPlan, signed: &Signed, format: ImageFormat, key: &SigningKey) {
+fn report(
+    a: &SignArgs,
+    fw: &Firmware,
+    plan: &SignPlan,
+    signed: &Signed,
+    format: ImageFormat,
+    key: &SigningKey,
+) {
     let digest = keys::hex(&signed.verified.digest);
     let name = a.input.display().to_string();
     if a.json {

@@ -20,7 +20,6 @@ use std::net::TcpStream;
 use std::process::Stdio;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
-use twinbank::flash::SliceFlash;
 use twinbank::image::ImageError;
 use twinbank::protocol::message::{RemoteError, Request, Response};
 use twinbank::protocol::{decode_frame, encode_frame, Envelope, FrameError, MAX_FRAME};
@@ -92,8 +91,9 @@ fn status_info_upload_activate_reboot_trial_confirm() {
     let r = d.tool(&["rollback", "--yes"]);
     assert_eq!(r.code, Some(1), "{}", r.stderr);
     assert!(
-        r.stderr
-            .contains("nothing to roll back to: bank A holds 1.0.0+0 with security counter 1, below"),
+        r.stderr.contains(
+            "nothing to roll back to: bank A holds 1.0.0+0 with security counter 1, below"
+        ),
         "{}",
         r.stderr
     );
@@ -394,12 +394,6 @@ impl Wire {
     }
 }
 
-fn begin_request(image: &[u8]) -> (Manifest, Vec<u8>) {
-    let m = Manifest::read(&mut SliceFlash(image), image.len() as u32).unwrap();
-    let protected = image[m.header.tlv_offset() as usize..m.header.hashed_len() as usize].to_vec();
-    (m, protected)
-}
-
 #[test]
 fn refusals_over_the_wire_change_nothing() {
     let f = fw();
@@ -469,16 +463,8 @@ fn refusals_over_the_wire_change_nothing() {
             })),
         ),
     ] {
-        let (m, protected) = begin_request(img);
-        let r = w.call(
-            seq,
-            &Request::UploadBegin {
-                header: m.header_bytes,
-                protected_tlvs: &protected,
-                total_len: m.total_len,
-                digest: m.digest,
-            },
-        );
+        let m = Manifest::from_image(img).unwrap();
+        let r = w.call(seq, &Request::upload_begin(&m, img).unwrap());
         assert_eq!(r, Response::Error(want));
     }
     // Finishing with no upload, confirming a confirmed image: typed refusals.

@@ -206,7 +206,8 @@ pub enum KeyError {
 
 impl fmt::Display for KeyError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        const MAKE: &str = "make one with `twinbank keygen` (or `openssl genpkey -algorithm ed25519`)";
+        const MAKE: &str =
+            "make one with `twinbank keygen` (or `openssl genpkey -algorithm ed25519`)";
         match self {
             KeyError::Empty => write!(f, "the key file is empty; {MAKE}"),
             KeyError::NotPem => f.write_str(
@@ -272,9 +273,7 @@ mod oid {
     pub const P256_DER: [u8; 10] = [0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
 }
 
-fn algorithm(
-    alg: &pkcs8::AlgorithmIdentifierRef<'_>,
-) -> Result<(), KeyAlgorithm> {
+fn algorithm(alg: &pkcs8::AlgorithmIdentifierRef<'_>) -> Result<(), KeyAlgorithm> {
     let id = alg.oid.to_string();
     let curve = alg
         .parameters_oid()
@@ -324,7 +323,8 @@ pub fn read_key(pem: &str) -> Result<Ed25519Key, KeyError> {
     match label.as_str() {
         "PRIVATE KEY" => {
             let der = der()?;
-            let info = PrivateKeyInfo::from_der(&der).map_err(|e| KeyError::Malformed(e.to_string()))?;
+            let info =
+                PrivateKeyInfo::from_der(&der).map_err(|e| KeyError::Malformed(e.to_string()))?;
             algorithm(&info.algorithm).map_err(KeyError::WrongAlgorithm)?;
             SigningKey::from_pkcs8_der(&der)
                 .map(Ed25519Key::Private)
@@ -332,8 +332,8 @@ pub fn read_key(pem: &str) -> Result<Ed25519Key, KeyError> {
         }
         "PUBLIC KEY" => {
             let der = der()?;
-            let info =
-                SubjectPublicKeyInfoRef::from_der(&der).map_err(|e| KeyError::Malformed(e.to_string()))?;
+            let info = SubjectPublicKeyInfoRef::from_der(&der)
+                .map_err(|e| KeyError::Malformed(e.to_string()))?;
             algorithm(&info.algorithm).map_err(KeyError::WrongAlgorithm)?;
             VerifyingKey::from_public_key_der(&der)
                 .map(|vk| Ed25519Key::Public(TrustedKey(vk.to_bytes())))
@@ -356,7 +356,12 @@ pub fn read_key(pem: &str) -> Result<Ed25519Key, KeyError> {
 }
 
 fn label_of(block: &str) -> String {
-    block.split("-----").next().unwrap_or_default().trim().into()
+    block
+        .split("-----")
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .into()
 }
 
 /// Reads an Ed25519 private key from PKCS#8 PEM (`openssl genpkey`, `imgtool keygen`, ours).

@@ -309,7 +309,7 @@ struct Staged {
 }
 
 /// Reads the image and checks it against the device before anything is sent.
-fn stage(c: &mut Client, path: &PathBuf) -> Result<Staged, CliError> {
+fn stage(c: &mut Client, path: &std::path::Path) -> Result<Staged, CliError> {
     let mut bytes =
         std::fs::read(path).map_err(|e| CliError::input(format!("{}: {e}", path.display())))?;
     let manifest = Manifest::from_image(&bytes)
@@ -341,12 +341,14 @@ fn activate(
     begin_req: &Request<'_>,
     chunk: usize,
     resumed: usize,
-    path: &PathBuf,
+    path: &std::path::Path,
 ) -> Result<twinbank::Version, CliError> {
     let mut answer = c.call(&Request::UploadFinish).map_err(link_error)?;
     if resumed > 0 && resumed_over_other_bytes(&answer) {
         // The device erased the bank's first sector, so a new begin starts from zero.
-        eprintln!("upload: the resumed bytes did not match this image; uploading it again from the start");
+        eprintln!(
+            "upload: the resumed bytes did not match this image; uploading it again from the start"
+        );
         let next = begin(c, begin_req)?;
         let mut progress = Progress::new(up.bytes.len() as u64);
         transfer(c, begin_req, &up.bytes, chunk, next, next, &mut progress)?;
@@ -392,7 +394,7 @@ fn wait_confirm(c: &mut Client, up: &Staged, timeout: f64) -> Result<(), CliErro
 }
 
 /// `upload`: stage, begin, transfer, then activate / reboot / wait as asked.
-fn upload(c: &mut Client, path: &PathBuf, o: &UploadOptions) -> Result<(), CliError> {
+fn upload(c: &mut Client, path: &std::path::Path, o: &UploadOptions) -> Result<(), CliError> {
     let up = stage(c, path)?;
     let info_chunk = info(c)?.max_chunk as usize;
     let chunk = o.chunk.clamp(16, info_chunk);
@@ -413,7 +415,15 @@ fn upload(c: &mut Client, path: &PathBuf, o: &UploadOptions) -> Result<(), CliEr
     let mut progress = Progress::new(up.bytes.len() as u64);
     let started = Instant::now();
     let sent_before = c.bytes_sent;
-    transfer(c, &begin_req, &up.bytes, chunk, next, resumed, &mut progress)?;
+    transfer(
+        c,
+        &begin_req,
+        &up.bytes,
+        chunk,
+        next,
+        resumed,
+        &mut progress,
+    )?;
     let activated = if o.activate || o.reboot || o.wait_confirm {
         Some(activate(c, &up, &begin_req, chunk, resumed, path)?)
     } else {

@@ -15,7 +15,7 @@ pub fn read(path: &Path) -> Result<Ed25519Key, CliError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(at(KeyError::Empty));
     }
-    let pem = String::from_utf8(bytes).map_err(|_| at(KeyError::NotPem))?;
+    let pem = String::from_utf8(bytes).map_err(|_| at(KeyError::Binary))?;
     encode::read_key(&pem).map_err(at)
 }
 

@@ -188,7 +188,9 @@ impl fmt::Display for KeyAlgorithm {
 pub enum KeyError {
     /// The file is empty.
     Empty,
-    /// Not PEM text (binary: a DER key, or not a key at all).
+    /// A binary file (a DER key, or not a key at all).
+    Binary,
+    /// Text without a PEM block.
     NotPem,
     /// PEM, but no key in it (e.g. a certificate).
     NotAKey(String),
@@ -210,9 +212,13 @@ impl fmt::Display for KeyError {
             "make one with `twinbank keygen` (or `openssl genpkey -algorithm ed25519`)";
         match self {
             KeyError::Empty => write!(f, "the key file is empty; {MAKE}"),
-            KeyError::NotPem => f.write_str(
+            KeyError::Binary => f.write_str(
                 "not a PEM key (a binary file; DER keys are not accepted: convert with \
                  `openssl pkey -in KEY.der -inform DER -out KEY.pem`)",
+            ),
+            KeyError::NotPem => write!(
+                f,
+                "not an Ed25519 key: no `-----BEGIN … KEY-----` block in this text; {MAKE}"
             ),
             KeyError::NotAKey(label) => {
                 write!(f, "this PEM holds {label:?}, not a key; {MAKE}")

@@ -133,7 +133,7 @@ pub mod counter {
         syst.set_reload(RELOAD);
         syst.clear_current();
         syst.enable_counter();
-        // The first reading is only valid once the counter has loaded (qemu.md).
+        // The first reading is only valid once the counter has loaded (docs/qemu.md).
         while SYST::get_current() == 0 {}
     }
 

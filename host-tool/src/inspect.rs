@@ -340,6 +340,15 @@ pub fn verify(a: VerifyArgs) -> Result<(), CliError> {
         .iter()
         .map(|p| keys::public_key(p))
         .collect::<Result<_, _>>()?;
+    let board = if a.bank.is_some() || a.board_ids {
+        Some(a.board.require(if a.board_ids {
+            "--board-ids"
+        } else {
+            "--bank"
+        })?)
+    } else {
+        a.board.load()?
+    };
     let file = image_file::read(&a.image)?;
     let refuse = |msg: String, json: bool| -> CliError {
         if json {

@@ -341,11 +341,10 @@ pub fn verify(a: VerifyArgs) -> Result<(), CliError> {
         .map(|p| keys::public_key(p))
         .collect::<Result<_, _>>()?;
     let board = if a.bank.is_some() || a.board_ids {
-        Some(a.board.require(if a.board_ids {
-            "--board-ids"
-        } else {
-            "--bank"
-        })?)
+        Some(
+            a.board
+                .require(if a.board_ids { "--board-ids" } else { "--bank" })?,
+        )
     } else {
         a.board.load()?
     };
@@ -359,14 +358,6 @@ pub fn verify(a: VerifyArgs) -> Result<(), CliError> {
     let st = match image_file::structure(&file.bytes) {
         Ok(s) => s,
         Err(e) => return Err(refuse(e, a.json)),
-    };
-    let board = if a.bank.is_some() || a.board_ids {
-        Some(
-            a.board
-                .require(if a.board_ids { "--board-ids" } else { "--bank" })?,
-        )
-    } else {
-        a.board.load()?
     };
     let mut ids = DeviceIds {
         vendor: a.vid,

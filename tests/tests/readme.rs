@@ -94,16 +94,16 @@ fn commands(block: &str) -> Vec<String> {
     out
 }
 
-/// The pids of QEMU processes whose command line mentions `needle`.
-fn qemus_with(needle: &str) -> Vec<u32> {
+/// The pids of QEMU processes started in directory `dir`.
+fn qemus_in(dir: &Path) -> Vec<u32> {
     let mut pids = Vec::new();
     for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
         let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
             continue;
         };
         let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
-        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
-        if cmd.starts_with("qemu-system-arm") && cmd.contains(needle) {
+        let in_dir = std::fs::read_link(e.path().join("cwd")).is_ok_and(|c| c == dir);
+        if cmd.starts_with(b"qemu-system-arm") && in_dir {
             pids.push(pid);
         }
     }
@@ -173,8 +173,8 @@ fn readme_factory_block_boots() {
             Err(_) => break false,
         }
     };
-    let flash = dir.join("flash.bin").display().to_string();
-    let running = qemus_with(&flash);
+    let dir = dir.canonicalize().unwrap();
+    let running = qemus_in(&dir);
     // Terminate `cargo xtask qemu` (cargo runs xtask in its place): QEMU must end with it.
     let _ = nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),
@@ -182,10 +182,10 @@ fn readme_factory_block_boots() {
     );
     let _ = child.wait();
     let gone = Instant::now() + Duration::from_secs(10);
-    while !qemus_with(&flash).is_empty() && Instant::now() < gone {
+    while !qemus_in(&dir).is_empty() && Instant::now() < gone {
         std::thread::sleep(Duration::from_millis(100));
     }
-    let left = qemus_with(&flash);
+    let left = qemus_in(&dir);
     for pid in &left {
         let _ = nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(*pid as i32),

@@ -204,16 +204,16 @@ impl BoardDescription {
     /// The validated layout.
     pub fn layout(&self) -> Result<Layout, BoardError> {
         let r = |i: RegionInfo| Region::new(i.offset, i.size);
-        Layout::new(
-            self.flash.size,
-            self.flash.write_size,
-            self.flash.erase_size,
-            self.flash.base,
-            r(self.layout.state),
-            r(self.layout.bank_a),
-            r(self.layout.bank_b),
-        )
-        .map_err(BoardError::Layout)
+        Layout::builder()
+            .flash_size(self.flash.size)
+            .write_size(self.flash.write_size)
+            .erase_size(self.flash.erase_size)
+            .base_address(self.flash.base)
+            .state(r(self.layout.state))
+            .bank_a(r(self.layout.bank_a))
+            .bank_b(r(self.layout.bank_b))
+            .build()
+            .map_err(BoardError::Layout)
     }
 
     /// The device ids.

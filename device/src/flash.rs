@@ -93,6 +93,8 @@ impl FlashFault {
     }
 }
 
+impl core::error::Error for FlashFault {}
+
 impl core::fmt::Display for FlashFault {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.write_str(match self {

@@ -8,8 +8,24 @@
 //!
 //! All offsets are relative to the start of the flash device that `embedded-storage` addresses;
 //! [`Layout::base_address`] maps them to the CPU's address space (for execute in place and for the
-//! MCUboot `ROM_FIXED` load address). A [`Layout`] can only be built through [`Layout::new`], which
-//! checks every invariant once; the rest of the crate relies on them without re-checking.
+//! MCUboot `ROM_FIXED` load address). A [`Layout`] is built with named fields through
+//! [`Layout::builder`] (or the positional [`Layout::new`]); both check every invariant once, and
+//! the rest of the crate relies on them without re-checking.
+//!
+//! ```
+//! use twinbank::{Layout, Region};
+//! let layout = Layout::builder()
+//!     .flash_size(0x0100_0000)
+//!     .write_size(4)
+//!     .erase_size(4096)
+//!     .base_address(0x2100_0000)
+//!     .state(Region::new(0x0, 0x4000))
+//!     .bank_a(Region::new(0x1_0000, 0x10_0000))
+//!     .bank_b(Region::new(0x11_0000, 0x10_0000))
+//!     .build()?;
+//! assert_eq!(layout.bank_address(twinbank::Bank::B), 0x2111_0000);
+//! # Ok::<(), twinbank::LayoutError>(())
+//! ```
 
 use core::fmt;
 
@@ -135,6 +151,41 @@ pub enum LayoutError {
     UnequalBanks,
     /// A bank is too small to hold even an image header.
     BankTooSmall,
+    /// Bank A lies above bank B: the two banks were most likely swapped (bank A, the factory
+    /// bank, is the lower one).
+    BanksSwapped,
+    /// A [`LayoutBuilder`] was built without this field.
+    Missing(LayoutField),
+}
+
+/// The fields of a [`LayoutBuilder`], for [`LayoutError::Missing`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LayoutField {
+    /// [`LayoutBuilder::flash_size`].
+    FlashSize,
+    /// [`LayoutBuilder::write_size`].
+    WriteSize,
+    /// [`LayoutBuilder::erase_size`].
+    EraseSize,
+    /// [`LayoutBuilder::state`].
+    State,
+    /// [`LayoutBuilder::bank_a`].
+    BankA,
+    /// [`LayoutBuilder::bank_b`].
+    BankB,
+}
+
+impl fmt::Display for LayoutField {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            LayoutField::FlashSize => "flash_size",
+            LayoutField::WriteSize => "write_size",
+            LayoutField::EraseSize => "erase_size",
+            LayoutField::State => "state",
+            LayoutField::BankA => "bank_a",
+            LayoutField::BankB => "bank_b",
+        })
+    }
 }
 
 impl fmt::Display for LayoutError {
@@ -159,7 +210,89 @@ impl fmt::Display for LayoutError {
             ),
             LayoutError::UnequalBanks => f.write_str("bank A and bank B differ in size"),
             LayoutError::BankTooSmall => f.write_str("banks are too small to hold an image"),
+            LayoutError::BanksSwapped => {
+                f.write_str("bank A lies above bank B (swapped?): bank A must be the lower bank")
+            }
+            LayoutError::Missing(field) => write!(f, "layout has no {field}"),
         }
+    }
+}
+
+impl core::error::Error for LayoutError {}
+
+/// Builds a [`Layout`] from named fields; [`LayoutBuilder::build`] checks every invariant.
+///
+/// Every field but the base address (default 0) is required. The flash geometry is given as
+/// uniform sectors ([`LayoutBuilder::erase_size`]); further ways to describe the sectors can be
+/// added as further methods without changing these.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[must_use]
+pub struct LayoutBuilder {
+    flash_size: Option<u32>,
+    write_size: Option<u32>,
+    erase_size: Option<u32>,
+    base_address: u32,
+    state: Option<Region>,
+    bank_a: Option<Region>,
+    bank_b: Option<Region>,
+}
+
+impl LayoutBuilder {
+    /// Capacity of the flash device in bytes.
+    pub const fn flash_size(mut self, bytes: u32) -> Self {
+        self.flash_size = Some(bytes);
+        self
+    }
+
+    /// Program granularity in bytes (`NorFlash::WRITE_SIZE`).
+    pub const fn write_size(mut self, bytes: u32) -> Self {
+        self.write_size = Some(bytes);
+        self
+    }
+
+    /// Uniform erase sector size in bytes (`NorFlash::ERASE_SIZE`).
+    pub const fn erase_size(mut self, bytes: u32) -> Self {
+        self.erase_size = Some(bytes);
+        self
+    }
+
+    /// CPU address of flash offset 0 (where the banks execute in place); default 0.
+    pub const fn base_address(mut self, address: u32) -> Self {
+        self.base_address = address;
+        self
+    }
+
+    /// The boot state region.
+    pub const fn state(mut self, region: Region) -> Self {
+        self.state = Some(region);
+        self
+    }
+
+    /// Bank A (the lower bank; the factory image goes here).
+    pub const fn bank_a(mut self, region: Region) -> Self {
+        self.bank_a = Some(region);
+        self
+    }
+
+    /// Bank B (above bank A, the same size).
+    pub const fn bank_b(mut self, region: Region) -> Self {
+        self.bank_b = Some(region);
+        self
+    }
+
+    /// Checks every invariant and builds the layout.
+    pub fn build(self) -> Result<Layout, LayoutError> {
+        let need = |v: Option<u32>, f| v.ok_or(LayoutError::Missing(f));
+        let region = |v: Option<Region>, f| v.ok_or(LayoutError::Missing(f));
+        Layout::check(
+            need(self.flash_size, LayoutField::FlashSize)?,
+            need(self.write_size, LayoutField::WriteSize)?,
+            need(self.erase_size, LayoutField::EraseSize)?,
+            self.base_address,
+            region(self.state, LayoutField::State)?,
+            region(self.bank_a, LayoutField::BankA)?,
+            region(self.bank_b, LayoutField::BankB)?,
+        )
     }
 }
 
@@ -172,11 +305,11 @@ pub const MIN_ERASE_SIZE: u32 = 1024;
 /// Largest erase sector supported (128 KiB).
 pub const MAX_ERASE_SIZE: u32 = 128 * 1024;
 
-/// A validated flash layout. Invariants (checked by [`Layout::new`]):
+/// A validated flash layout. Invariants (checked by [`LayoutBuilder::build`] and [`Layout::new`]):
 /// - geometry within the supported ranges, erase size a multiple of write size;
 /// - every region erase-aligned, inside the flash, not overlapping another;
 /// - the state region holds at least two erase sectors;
-/// - both banks have the same size.
+/// - both banks have the same size, and bank A lies below bank B.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Layout {
     state: Region,
@@ -187,11 +320,46 @@ pub struct Layout {
 }
 
 impl Layout {
-    /// Checks and builds a layout.
+    /// A builder with named fields (preferred over [`Layout::new`]: seven positional numbers are
+    /// easy to swap).
+    pub const fn builder() -> LayoutBuilder {
+        LayoutBuilder {
+            flash_size: None,
+            write_size: None,
+            erase_size: None,
+            base_address: 0,
+            state: None,
+            bank_a: None,
+            bank_b: None,
+        }
+    }
+
+    /// Checks and builds a layout from positional values (kept for existing callers; see
+    /// [`Layout::builder`]).
     ///
     /// `flash_size` is the capacity of the flash device; `base_address` is the CPU address of flash
     /// offset 0 (where the banks are executed in place).
     pub fn new(
+        flash_size: u32,
+        write_size: u32,
+        erase_size: u32,
+        base_address: u32,
+        state: Region,
+        bank_a: Region,
+        bank_b: Region,
+    ) -> Result<Layout, LayoutError> {
+        Layout::check(
+            flash_size,
+            write_size,
+            erase_size,
+            base_address,
+            state,
+            bank_a,
+            bank_b,
+        )
+    }
+
+    fn check(
         flash_size: u32,
         write_size: u32,
         erase_size: u32,
@@ -237,6 +405,9 @@ impl Layout {
         }
         if bank_a.size != bank_b.size {
             return Err(LayoutError::UnequalBanks);
+        }
+        if bank_a.offset > bank_b.offset {
+            return Err(LayoutError::BanksSwapped);
         }
         if bank_a.size.0 < crate::image::HEADER_SIZE as u32 {
             return Err(LayoutError::BankTooSmall);
@@ -361,6 +532,29 @@ mod tests {
         assert_eq!(
             layout(s, a, Region::new(250 * K4, 16 * K4)),
             Err(LayoutError::OutOfFlash(RegionName::Bank(Bank::B)))
+        );
+        assert_eq!(layout(s, b, a), Err(LayoutError::BanksSwapped));
+        assert_eq!(
+            Layout::builder()
+                .flash_size(1 << 20)
+                .write_size(4)
+                .erase_size(K4)
+                .state(s)
+                .bank_a(a)
+                .build(),
+            Err(LayoutError::Missing(LayoutField::BankB))
+        );
+        assert_eq!(
+            Layout::builder()
+                .flash_size(1 << 20)
+                .write_size(4)
+                .erase_size(K4)
+                .base_address(0x0800_0000)
+                .state(s)
+                .bank_a(a)
+                .bank_b(b)
+                .build(),
+            layout(s, a, b)
         );
         assert_eq!(
             Layout::new(1 << 20, 3, K4, 0, s, a, b),

@@ -1,17 +1,17 @@
 //! `twinbank inspect` and `twinbank verify`.
 
+use crate::board_file::BoardArg;
 use crate::image_file;
 use crate::keys::{self, hex};
-use crate::{load_board, parse_u32, parse_uuid, BankArg, CliError};
+use crate::{parse_u32, parse_uuid, BankArg, CliError};
 use clap::Args;
-use ed25519_dalek::{Signature, VerifyingKey};
 use serde_json::{json, Value};
 use std::path::PathBuf;
 use twinbank::flash::SliceFlash;
 use twinbank::image::tlv::*;
 use twinbank::image::{
-    hash_range, verify_image, ImageHeader, VerifyParams, FLAGS_ENCRYPTED, FLAG_NON_BOOTABLE,
-    FLAG_ROM_FIXED, IMAGE_MAGIC,
+    flag_names, hash_range, verify_image, ImageHeader, KeyName, KeySelector, VerifyParams,
+    IMAGE_MAGIC,
 };
 use twinbank::{Bank, DeviceIds, TrustedKey, Uuid};
 
@@ -53,9 +53,8 @@ pub struct VerifyArgs {
     /// Slot size when there is no board description.
     #[arg(long, value_name = "N", value_parser = parse_u32)]
     slot_size: Option<u32>,
-    /// Board description file.
-    #[arg(long, value_name = "FILE", default_value = "twinbank.toml")]
-    board: PathBuf,
+    #[command(flatten)]
+    board: BoardArg,
     /// Machine-readable output.
     #[arg(long)]
     json: bool,
@@ -64,24 +63,8 @@ pub struct VerifyArgs {
     image: PathBuf,
 }
 
-fn tlv_name(kind: u16) -> &'static str {
-    match kind {
-        TLV_KEYHASH => "KEYHASH",
-        TLV_PUBKEY => "PUBKEY",
-        TLV_SHA256 => "SHA256",
-        0x11 => "SHA384",
-        0x12 => "SHA512",
-        0x20 => "RSA2048_PSS",
-        0x22 => "ECDSA_SIG",
-        TLV_ED25519 => "ED25519",
-        0x25 => "SIG_PURE",
-        0x40 => "DEPENDENCY",
-        TLV_SEC_CNT => "SEC_CNT",
-        0x60 => "BOOT_RECORD",
-        TLV_VENDOR_ID => "UUID_VID",
-        TLV_CLASS_ID => "UUID_CID",
-        _ => "unknown",
-    }
+fn tlv_label(kind: u16) -> &'static str {
+    tlv_name(kind).unwrap_or("unknown")
 }
 
 fn decode_value(kind: u16, v: &[u8]) -> Option<String> {
@@ -94,26 +77,6 @@ fn decode_value(kind: u16, v: &[u8]) -> Option<String> {
         }
         _ => None,
     }
-}
-
-fn flag_names(flags: u32) -> Vec<&'static str> {
-    let mut n = Vec::new();
-    if flags & 0x01 != 0 {
-        n.push("PIC");
-    }
-    if flags & FLAGS_ENCRYPTED != 0 {
-        n.push("ENCRYPTED");
-    }
-    if flags & FLAG_NON_BOOTABLE != 0 {
-        n.push("NON_BOOTABLE");
-    }
-    if flags & 0x20 != 0 {
-        n.push("RAM_LOAD");
-    }
-    if flags & FLAG_ROM_FIXED != 0 {
-        n.push("ROM_FIXED");
-    }
-    n
 }
 
 struct Tlv {
@@ -157,13 +120,61 @@ fn walk(bytes: &[u8], header: &ImageHeader) -> Result<Vec<Tlv>, String> {
     Ok(out)
 }
 
+/// Each signature TLV: the key named before it, and which given key verifies it, as the device
+/// crate's key selection decides (the same code as verification).
+fn signatures(
+    bytes: &[u8],
+    tlvs: &[Tlv],
+    keys: &[(String, TrustedKey)],
+    digest: &[u8; 32],
+) -> Result<Vec<Value>, twinbank::ImageError> {
+    let trusted: Vec<TrustedKey> = keys.iter().map(|(_, k)| *k).collect();
+    let mut selector = KeySelector::new(&trusted);
+    let mut flash = SliceFlash(bytes);
+    let mut named: Option<String> = None;
+    let mut out = Vec::new();
+    let key_name = |i: usize| keys.get(i).map(|(n, _)| n.clone());
+    for t in tlvs.iter().filter(|t| !t.protected) {
+        match t.kind {
+            TLV_KEYHASH => named = Some(hex(&t.value)),
+            TLV_PUBKEY => {
+                named = t
+                    .value
+                    .get(twinbank::image::ED25519_SPKI_PREFIX.len()..)
+                    .and_then(|k| {
+                        let k: [u8; 32] = k.try_into().ok()?;
+                        Some(hex(&TrustedKey(k).keyhash()))
+                    })
+            }
+            _ => {}
+        }
+        let entry = TlvEntry {
+            kind: t.kind,
+            value_offset: t.offset + TLV_HEADER_SIZE,
+            len: t.value.len() as u16,
+        };
+        if let Some(check) = selector.entry(&mut flash, &entry, digest)? {
+            out.push(json!({
+                "keyhash": named.take(),
+                "keyhash_matches_key": match check.named {
+                    KeyName::Trusted(i) => key_name(i),
+                    _ => None,
+                },
+                "valid_with_key": check.verified_by.and_then(key_name),
+                "checked": !keys.is_empty(),
+            }));
+        }
+    }
+    Ok(out)
+}
+
 /// Runs `inspect`.
 pub fn inspect(a: InspectArgs) -> Result<(), CliError> {
     let name = a.image.display().to_string();
     let keys: Vec<(String, TrustedKey)> = a
         .key
         .iter()
-        .map(|p| keys::trusted_key(p).map(|k| (p.display().to_string(), k)))
+        .map(|p| keys::public_key(p).map(|k| (p.display().to_string(), k)))
         .collect::<Result<_, _>>()?;
     let file = image_file::read(&a.image)?;
     let st =
@@ -175,43 +186,8 @@ pub fn inspect(a: InspectArgs) -> Result<(), CliError> {
     let stored = tlvs.iter().find(|t| !t.protected && t.kind == TLV_SHA256);
     let hash_ok = stored.is_some_and(|t| t.value == computed);
 
-    // Signature TLVs: which given key (if any) verifies each.
-    let mut sigs = Vec::new();
-    let mut named: Option<String> = None;
-    for t in tlvs.iter().filter(|t| !t.protected) {
-        match t.kind {
-            TLV_KEYHASH => named = Some(hex(&t.value)),
-            TLV_PUBKEY => {
-                named = (t.value.len() == twinbank::image::SPKI_LEN).then(|| {
-                    let mut k = [0u8; 32];
-                    k.copy_from_slice(&t.value[12..]);
-                    hex(&TrustedKey(k).keyhash())
-                });
-            }
-            TLV_ED25519 if t.value.len() == 64 => {
-                let mut s = [0u8; 64];
-                s.copy_from_slice(&t.value);
-                let sig = Signature::from_bytes(&s);
-                let by = keys.iter().find(|(_, k)| {
-                    VerifyingKey::from_bytes(&k.0)
-                        .map(|vk| vk.verify_strict(&computed, &sig).is_ok())
-                        .unwrap_or(false)
-                });
-                let named_key = named.as_ref().and_then(|kh| {
-                    keys.iter()
-                        .find(|(_, k)| &hex(&k.keyhash()) == kh)
-                        .map(|(n, _)| n.clone())
-                });
-                sigs.push(json!({
-                    "keyhash": named.take(),
-                    "keyhash_matches_key": named_key,
-                    "valid_with_key": by.map(|(n, _)| n.clone()),
-                    "checked": !keys.is_empty(),
-                }));
-            }
-            _ => {}
-        }
-    }
+    let sigs = signatures(&file.bytes, &tlvs, &keys, &computed)
+        .map_err(|e| CliError::input(format!("{name}: {e}")))?;
     let sig_ok = keys.is_empty() || sigs.iter().any(|s| !s["valid_with_key"].is_null());
     let trailing = file.bytes.len() as u64 - st.total_len as u64;
 
@@ -222,7 +198,7 @@ pub fn inspect(a: InspectArgs) -> Result<(), CliError> {
                 "area": if t.protected { "protected" } else { "unprotected" },
                 "type": t.kind,
                 "type_hex": format!("{:#04x}", t.kind),
-                "name": tlv_name(t.kind),
+                "name": tlv_label(t.kind),
                 "offset": t.offset,
                 "len": t.value.len(),
                 "value": hex(&t.value),
@@ -244,7 +220,7 @@ pub fn inspect(a: InspectArgs) -> Result<(), CliError> {
             "protect_tlv_size": h.protect_tlv_size,
             "img_size": h.img_size,
             "flags": h.flags,
-            "flag_names": flag_names(h.flags),
+            "flag_names": flag_names(h.flags).collect::<Vec<_>>(),
             "version": h.version.to_string(),
         },
         "tlvs": tlv_json,
@@ -294,7 +270,7 @@ fn print_table(r: &Value, tlvs: &[Tlv], h: &ImageHeader) {
         "  {:<18} {:#010x} [{}]",
         "flags",
         h.flags,
-        flag_names(h.flags).join(", ")
+        flag_names(h.flags).collect::<Vec<_>>().join(", ")
     );
     println!("  {:<18} {}", "version", h.version);
     println!(
@@ -316,7 +292,7 @@ fn print_table(r: &Value, tlvs: &[Tlv], h: &ImageHeader) {
                 "unprotected"
             },
             format!("{:#04x}", t.kind),
-            tlv_name(t.kind),
+            tlv_label(t.kind),
             t.offset,
             t.value.len(),
             v
@@ -362,8 +338,16 @@ pub fn verify(a: VerifyArgs) -> Result<(), CliError> {
     let keys: Vec<TrustedKey> = a
         .key
         .iter()
-        .map(|p| keys::trusted_key(p))
+        .map(|p| keys::public_key(p))
         .collect::<Result<_, _>>()?;
+    let board = if a.bank.is_some() || a.board_ids {
+        Some(
+            a.board
+                .require(if a.board_ids { "--board-ids" } else { "--bank" })?,
+        )
+    } else {
+        a.board.load()?
+    };
     let file = image_file::read(&a.image)?;
     let refuse = |msg: String, json: bool| -> CliError {
         if json {
@@ -375,22 +359,15 @@ pub fn verify(a: VerifyArgs) -> Result<(), CliError> {
         Ok(s) => s,
         Err(e) => return Err(refuse(e, a.json)),
     };
-    let board = if a.bank.is_some() || a.board_ids || a.board.exists() {
-        Some(load_board(&a.board)?)
-    } else {
-        None
-    };
     let mut ids = DeviceIds {
         vendor: a.vid,
         class: a.cid,
     };
     let (bank_address, capacity, bank_label) = match &board {
         Some(b) => {
-            let layout = b.layout().map_err(|e| CliError::input(e.to_string()))?;
+            let layout = b.layout()?;
             if a.board_ids {
-                ids = b
-                    .ids()
-                    .map_err(|e| CliError::input(format!("{}: {e}", a.board.display())))?;
+                ids = b.ids()?;
             }
             let bank = match a.bank {
                 Some(bk) => Bank::from(bk),
@@ -405,7 +382,7 @@ pub fn verify(a: VerifyArgs) -> Result<(), CliError> {
                             "image is linked for {:#010x}, which is not a bank of {} (bank A at \
                                  {:#010x}, bank B at {:#010x})",
                             st.header.load_addr,
-                            a.board.display(),
+                            b.path.display(),
                             layout.bank_address(Bank::A),
                             layout.bank_address(Bank::B)
                         ),
@@ -425,9 +402,10 @@ pub fn verify(a: VerifyArgs) -> Result<(), CliError> {
             st.header.load_addr,
             a.slot_size.unwrap_or(file.bytes.len() as u32),
             format!(
-                "its own load address {:#010x} (no board description: {} not found)",
+                "its own load address {:#010x} (no board description: {} not found; give \
+                 --board FILE)",
                 st.header.load_addr,
-                a.board.display()
+                crate::board_file::DEFAULT_BOARD
             ),
         ),
     };

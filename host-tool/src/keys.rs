@@ -1,90 +1,59 @@
 //! Keys: generation, loading (PKCS#8 / SPKI PEM from twinbank, openssl or imgtool), export.
+//! Every subcommand reads keys through [`read`], so a wrong key (RSA, P-256, Ed448, encrypted,
+//! empty, public where private is needed) is reported the same way everywhere.
 
 use crate::CliError;
-use ed25519_dalek::SigningKey;
-use std::io::Write;
 use std::path::Path;
-use twinbank::image::encode;
-use twinbank::TrustedKey;
+use twinbank::image::encode::{self, Ed25519Key, KeyError};
+use twinbank::{SigningKey, TrustedKey};
 
-fn read_pem(path: &Path) -> Result<String, CliError> {
+/// Reads a key file and tells what it holds (errors name the file and say what it is).
+pub fn read(path: &Path) -> Result<Ed25519Key, CliError> {
     let bytes = std::fs::read(path)
         .map_err(|e| CliError::input(format!("{}: cannot read key: {e}", path.display())))?;
-    String::from_utf8(bytes).map_err(|_| {
-        CliError::input(format!(
-            "{}: not a PEM key (binary file; DER keys are not accepted, use PEM)",
-            path.display()
-        ))
-    })
-}
-
-fn explain(path: &Path, pem: &str, e: impl std::fmt::Display) -> CliError {
-    let why = if pem.contains("ENCRYPTED PRIVATE KEY") {
-        "the key is encrypted; decrypt it with `openssl pkey -in KEY -out PLAIN.pem`".to_string()
-    } else {
-        e.to_string()
-    };
-    CliError::input(format!("{}: {why}", path.display()))
-}
-
-/// Reads a private Ed25519 key for signing.
-pub fn signing_key(path: &Path) -> Result<SigningKey, CliError> {
-    let pem = read_pem(path)?;
-    if pem.contains("BEGIN PUBLIC KEY") {
-        return Err(CliError::input(format!(
-            "{}: this is a public key; signing needs the private key",
-            path.display()
-        )));
+    let at = |e: KeyError| CliError::input(format!("{}: {e}", path.display()));
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(at(KeyError::Empty));
     }
-    encode::signing_key_from_pem(&pem).map_err(|e| explain(path, &pem, e))
+    let pem = String::from_utf8(bytes).map_err(|_| at(KeyError::Binary))?;
+    encode::read_key(&pem).map_err(at)
 }
 
-/// Reads a public key (SPKI PEM) or derives it from a private key.
-pub fn trusted_key(path: &Path) -> Result<TrustedKey, CliError> {
-    let pem = read_pem(path)?;
-    encode::trusted_key_from_pem(&pem).map_err(|e| explain(path, &pem, e))
+/// Reads the private Ed25519 key that signs (`sign`).
+pub fn signing_key(path: &Path) -> Result<SigningKey, CliError> {
+    match read(path)? {
+        Ed25519Key::Private(k) => Ok(k),
+        Ed25519Key::Public(_) => Err(CliError::input(format!(
+            "{}: {}",
+            path.display(),
+            KeyError::PublicKeyGiven
+        ))),
+    }
+}
+
+/// Reads a key whose public part is needed (`verify`, `inspect`, `provision`): a public key, or
+/// a private one, which is accepted with a note (only its public key is used, and the private
+/// key need not be where public keys go).
+pub fn public_key(path: &Path) -> Result<TrustedKey, CliError> {
+    let key = read(path)?;
+    if let Ed25519Key::Private(_) = key {
+        eprintln!(
+            "twinbank: note: {} is a private key; only its public key is used (`twinbank getpub` \
+             writes the public key, which is all this command needs)",
+            path.display()
+        );
+    }
+    Ok(key.trusted())
 }
 
 /// Writes a new private key; refuses to overwrite unless `force`. The file is created with mode
-/// 0600 (owner read/write only) before any key byte is written.
+/// 0600 (owner read/write only) before any key byte is written, and appears complete or not at
+/// all.
 pub fn keygen(path: &Path, force: bool) -> Result<SigningKey, CliError> {
     let key = encode::generate_signing_key();
     // PKCS#8 v1 (what openssl and imgtool write; OpenSSL 3.0 refuses the v2 form).
     let pem = encode::signing_key_to_pem(&key);
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true);
-    if force {
-        opts.create(true).truncate(true);
-    } else {
-        opts.create_new(true);
-    }
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o600);
-    }
-    let mut f = opts.open(path).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::AlreadyExists {
-            CliError::input(format!(
-                "{}: already exists; refusing to overwrite a key (use --force)",
-                path.display()
-            ))
-        } else {
-            CliError::input(format!("{}: cannot create: {e}", path.display()))
-        }
-    })?;
-    #[cfg(unix)]
-    {
-        // An existing file (with --force) keeps its old mode otherwise.
-        use std::os::unix::fs::PermissionsExt;
-        f.set_permissions(std::fs::Permissions::from_mode(0o600))
-            .map_err(|e| {
-                CliError::input(format!("{}: cannot set mode 0600: {e}", path.display()))
-            })?;
-    }
-    f.write_all(pem.as_bytes())
-        .and_then(|_| f.sync_all())
-        .map_err(|e| CliError::input(format!("{}: cannot write: {e}", path.display())))?;
+    crate::output::write_private(path, pem.as_bytes(), force)?;
     Ok(key)
 }
 

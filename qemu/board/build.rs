@@ -5,9 +5,27 @@
 //! - `TWINBANK_BOARD`: path of the board description (default: the workspace's `twinbank.toml`);
 //! - `TWINBANK_TRUSTED_KEYS`: PEM files whose public keys the firmware trusts. Unset or empty:
 //!   no key is trusted and nothing boots (fail closed); a warning says so.
+//!
+//! Relative paths resolve against the directory cargo was started in (the shell's `PWD`), not
+//! against this crate. A failure is one line naming the variable and the file.
 
 use std::fmt::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+/// Stops the build with one clear line (no panic, no backtrace).
+fn fail(msg: String) -> ! {
+    println!("cargo::error={msg}");
+    std::process::exit(1)
+}
+
+/// A path from an environment variable: relative paths are taken from the user's directory.
+fn user_path(p: &str) -> PathBuf {
+    let path = Path::new(p);
+    match std::env::var_os("PWD") {
+        Some(dir) if path.is_relative() => Path::new(&dir).join(path),
+        _ => path.to_path_buf(),
+    }
+}
 
 fn uuid(u: Option<twinbank::Uuid>) -> String {
     match u {
@@ -21,23 +39,31 @@ fn main() {
     println!("cargo:rerun-if-env-changed=TWINBANK_TRUSTED_KEYS");
     let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());
     let board_path = std::env::var("TWINBANK_BOARD")
-        .map(PathBuf::from)
+        .map(|p| user_path(&p))
         .unwrap_or_else(|_| manifest.join("../../twinbank.toml"));
     println!("cargo:rerun-if-changed={}", board_path.display());
     let board = twinbank::board::BoardDescription::load(&board_path)
-        .unwrap_or_else(|e| panic!("board description: {e}"));
-    let layout = board.layout().unwrap();
-    let ids = board.ids().unwrap();
-    let attempts = board.attempts().unwrap().get();
+        .unwrap_or_else(|e| fail(format!("TWINBANK_BOARD: board description {e}")));
+    let (layout, ids, attempts) = match (board.layout(), board.ids(), board.attempts()) {
+        (Ok(l), Ok(i), Ok(a)) => (l, i, a.get()),
+        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
+            fail(format!("board description {}: {e}", board_path.display()))
+        }
+    };
 
     let mut keys = Vec::new();
     let list = std::env::var("TWINBANK_TRUSTED_KEYS").unwrap_or_default();
-    for path in list.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        println!("cargo:rerun-if-changed={path}");
-        let pem = std::fs::read_to_string(path)
-            .unwrap_or_else(|e| panic!("TWINBANK_TRUSTED_KEYS: {path}: {e}"));
+    for given in list.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let path = user_path(given);
+        println!("cargo:rerun-if-changed={}", path.display());
+        let pem = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+            fail(format!(
+                "TWINBANK_TRUSTED_KEYS: {given} ({}): {e}",
+                path.display()
+            ))
+        });
         let key = twinbank::image::encode::trusted_key_from_pem(&pem)
-            .unwrap_or_else(|e| panic!("TWINBANK_TRUSTED_KEYS: {path}: {e}"));
+            .unwrap_or_else(|e| fail(format!("TWINBANK_TRUSTED_KEYS: {given}: {e}")));
         keys.push(key.0);
     }
     if keys.is_empty() {

@@ -442,7 +442,7 @@ fn refusals_are_specific() {
     fails(
         dir,
         1,
-        "downgrade refused",
+        "downgrade: security counter",
         &[
             "verify",
             "-k",
@@ -1065,7 +1065,7 @@ fn imgtool_images_verify_with_twinbank() {
     fails(
         dir,
         1,
-        "downgrade refused",
+        "downgrade: security counter",
         &[
             "verify",
             "-k",
@@ -1215,5 +1215,273 @@ fn twinbank_images_verify_with_imgtool_and_match_it_byte_for_byte() {
         1,
         "untrusted key",
         &["verify", "-k", "it.pem", "tb.bin"],
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Bad input as a new user gives it: other key types, failing outputs, an explicit board file.
+
+fn fixture_key(name: &str) -> PathBuf {
+    workspace().join("tests/fixtures/keys").join(name)
+}
+
+#[test]
+fn every_subcommand_names_the_key_it_was_given() {
+    let d = tempdir();
+    let dir = d.path();
+    let (key, img) = signed_fixture(dir);
+    std::fs::write(dir.join("empty.pem"), "").unwrap();
+    let pubk = dir.join("pub.pem");
+    ok(dir, &["getpub", "-k", s(&key), "-o", s(&pubk)]);
+    let cases: [(PathBuf, &str); 6] = [
+        (
+            fixture_key("rsa.pem"),
+            "this is an RSA key; twinbank signs with Ed25519",
+        ),
+        (
+            fixture_key("p256.pem"),
+            "this is an ECDSA P-256 key; twinbank signs with Ed25519",
+        ),
+        (fixture_key("p256.pub.pem"), "this is an ECDSA P-256 key"),
+        (fixture_key("p256-sec1.pem"), "this is an ECDSA P-256 key"),
+        (
+            fixture_key("ed448.pem"),
+            "this is an Ed448 key; twinbank signs with Ed25519",
+        ),
+        (dir.join("empty.pem"), "the key file is empty"),
+    ];
+    for (k, want) in &cases {
+        let k = s(k);
+        let sign = [
+            "sign",
+            "-k",
+            k,
+            "--version",
+            "1",
+            "--bank",
+            "A",
+            "app.bin",
+            "-o",
+            "x.bin",
+        ];
+        let verify = ["verify", "-k", k, s(&img)];
+        let inspect = ["inspect", s(&img), "-k", k];
+        let getpub = ["getpub", "-k", k];
+        let provision = ["provision", "-k", k, "--image-a", s(&img), "-o", "f.bin"];
+        for args in [&sign[..], &verify, &inspect, &getpub, &provision] {
+            let r = fails(dir, 2, want, args);
+            assert!(!r.stderr.contains("1.3.101.112"), "{args:?}: {}", r.stderr);
+        }
+    }
+    assert!(!dir.join("x.bin").exists() && !dir.join("f.bin").exists());
+    // A public key where the private one is needed; a private one where the public one is.
+    fails(
+        dir,
+        2,
+        "this is a public key; signing needs the private key",
+        &[
+            "sign",
+            "-k",
+            s(&pubk),
+            "--version",
+            "1",
+            "--bank",
+            "A",
+            "app.bin",
+            "-o",
+            "x.bin",
+        ],
+    );
+    for args in [
+        &["verify", "-k", s(&key), "--board-ids", s(&img)][..],
+        &["inspect", s(&img), "-k", s(&key)],
+        &[
+            "provision",
+            "-k",
+            s(&key),
+            "--image-a",
+            s(&img),
+            "-o",
+            "f.bin",
+        ],
+    ] {
+        let r = ok(dir, args);
+        assert!(
+            r.stderr
+                .contains("is a private key; only its public key is used"),
+            "{args:?}: {}",
+            r.stderr
+        );
+    }
+}
+
+#[test]
+fn a_failing_command_leaves_no_output_file() {
+    let d = tempdir();
+    let dir = d.path();
+    let (key, img) = signed_fixture(dir);
+    // The HEX cannot be written: neither it nor the flash file of the same command appears.
+    fails(
+        dir,
+        2,
+        "cannot write",
+        &[
+            "provision",
+            "-k",
+            s(&key),
+            "--image-a",
+            s(&img),
+            "-o",
+            "flash.bin",
+            "--hex",
+            "no/dir/flash.hex",
+        ],
+    );
+    assert!(!dir.join("flash.bin").exists(), "a stray flash.bin");
+    let stray: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+        .collect();
+    assert!(stray.is_empty(), "temporary files left: {stray:?}");
+    // An existing output is replaced only when the command succeeds.
+    std::fs::write(dir.join("x.bin"), b"old").unwrap();
+    fails(
+        dir,
+        1,
+        "slot",
+        &[
+            "sign",
+            "-k",
+            s(&key),
+            "--version",
+            "1",
+            "--bank",
+            "A",
+            "--slot-size",
+            "16",
+            "app.bin",
+            "-o",
+            "x.bin",
+        ],
+    );
+    assert_eq!(std::fs::read(dir.join("x.bin")).unwrap(), b"old");
+}
+
+#[test]
+fn an_explicit_board_file_is_always_read_and_works_from_any_directory() {
+    let d = tempdir();
+    let dir = d.path();
+    let (key, _) = signed_fixture(dir);
+    let elsewhere = tempfile::tempdir().unwrap();
+    std::fs::write(
+        elsewhere.path().join("broken.toml"),
+        "[flash]\nsize = \"big\"\n",
+    )
+    .unwrap();
+    let broken = elsewhere.path().join("broken.toml");
+    // Every value the board would give is on the command line: the file is read anyway.
+    fails(
+        dir,
+        2,
+        "broken.toml",
+        &[
+            "sign",
+            "-k",
+            s(&key),
+            "--version",
+            "1",
+            "--rom-fixed",
+            "0x21010000",
+            "--header-size",
+            "0x400",
+            "--slot-size",
+            "0x100000",
+            "--board",
+            s(&broken),
+            "app.bin",
+            "-o",
+            "x.bin",
+        ],
+    );
+    assert!(!dir.join("x.bin").exists());
+    // From a directory without twinbank.toml: the same hint everywhere, and --board works.
+    let other = elsewhere.path();
+    let app = dir.join("app.bin");
+    let hint =
+        "no board description: twinbank.toml is not in the current directory; give --board FILE";
+    fails(
+        other,
+        2,
+        hint,
+        &[
+            "sign",
+            "-k",
+            s(&key),
+            "--version",
+            "1",
+            "--bank",
+            "A",
+            s(&app),
+            "-o",
+            "x.bin",
+        ],
+    );
+    fails(
+        other,
+        2,
+        hint,
+        &[
+            "provision",
+            "-k",
+            s(&key),
+            "--image-a",
+            "x.bin",
+            "-o",
+            "f.bin",
+        ],
+    );
+    fails(
+        other,
+        2,
+        hint,
+        &["verify", "-k", s(&key), "--board-ids", "x.bin"],
+    );
+    let j = json(&ok(
+        other,
+        &[
+            "sign",
+            "-k",
+            s(&key),
+            "--version",
+            "1.0.0",
+            "--security-counter",
+            "1",
+            "--bank",
+            "A",
+            "--board-ids",
+            "--board",
+            s(&board_path()),
+            s(&app),
+            "-o",
+            "x.bin",
+            "--json",
+        ],
+    ));
+    assert_eq!(j["vendor_id"], VID);
+    assert_eq!(j["class_id"], CID);
+    ok(
+        other,
+        &[
+            "provision",
+            "-k",
+            s(&key),
+            "--image-a",
+            "x.bin",
+            "-o",
+            "f.bin",
+            "--board",
+            s(&board_path()),
+        ],
     );
 }

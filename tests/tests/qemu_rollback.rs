@@ -86,3 +86,27 @@ fn hang_is_reset_by_the_watchdog_and_rolls_back() {
         ],
     );
 }
+
+/// The healthy app's health check tests something real: v2 signed as 2.1.0 while it was built as
+/// 2.0.0 is the wrong image for its build (its own configuration check fails), so it rejects
+/// itself on trial and the device rolls back to v1.
+#[test]
+fn health_check_catches_an_image_signed_with_another_version() {
+    let f = fw();
+    let dev = Device::factory("rollback_wrong_version");
+    let mislabelled = f.image_with("app-v2-B", Bank::B, "2.1.0", 2, &f.trusted);
+    let o = dev.run(&[&dev.update_arg("v2", &mislabelled), "halt"]);
+    expect_exit_ok(&o);
+    expect_in_order(
+        &o,
+        &[
+            "app: installed 2.1.0+0 into bank B",
+            "twinbank: boot B 2.1.0+0 trial 2 left",
+            "app: health FAIL: signed as 2.1.0+0 but built as 2.0.0",
+            "app: rejected",
+            "twinbank: boot A 1.0.0+0 normal (bank B rejected)",
+            "app: health ok",
+        ],
+    );
+    assert!(matches!(dev.state().bank(Bank::B), BankState::Rejected(_)));
+}

@@ -90,8 +90,9 @@ fn status_info_upload_activate_reboot_trial_confirm() {
     let r = d.tool(&["rollback", "--yes"]);
     assert_eq!(r.code, Some(1), "{}", r.stderr);
     assert!(
-        r.stderr
-            .contains("downgrade refused: security counter 1 is below the minimum 2"),
+        r.stderr.contains(
+            "nothing to roll back to: bank A holds 1.0.0+0 with security counter 1, below"
+        ),
         "{}",
         r.stderr
     );
@@ -414,18 +415,22 @@ fn refusals_over_the_wire_change_nothing() {
     // Through the host tool: tampered and wrong key are sent and refused by the device at the
     // verification; wrong bank and downgrade are refused before sending (checked against Info).
     for (path, want) in [
-        (&paths[0], "device refused the image: image hash mismatch"),
+        (
+            &paths[0],
+            "refused: the device does not take the image: image hash mismatch",
+        ),
         (
             &paths[1],
-            "linked for 0x21010000 but the inactive bank B is at 0x21110000",
+            "linked for 0x21010000 but the bank is at 0x21110000 (it is linked for bank A, which \
+             is running; sign it for bank B)",
         ),
         (
             &paths[2],
-            "device refused the image: image is signed by an untrusted key",
+            "the device does not take the image: image is signed by an untrusted key",
         ),
         (
             &paths[3],
-            "downgrade refused: security counter 0 is below the minimum 1",
+            "downgrade: security counter 0 is below the minimum 1",
         ),
     ] {
         let t = d.tool(&["upload", path, "--activate"]);

@@ -9,22 +9,19 @@
 //! to a TCP port). It narrates the story one line per step and ends with a table of the banks
 //! read from the flash file through the device crate. Exit status 1 when a step did not behave.
 
-use crate::firmware::{self, Build, Signing, Variant};
-use crate::qemu::{self, Outcome, Run};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 use twinbank::board::BoardDescription;
 use twinbank::{Bank, BankState};
+use xtask::firmware::{self, Build, FlashImage, Signing, Variant};
+use xtask::qemu::{self, Outcome, Run};
 
 /// Timeout of one QEMU run of the story.
 const RUN_TIMEOUT: Duration = Duration::from_secs(60);
 
 fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("xtask lives in the workspace")
-        .to_path_buf()
+    xtask::tools::root()
 }
 
 /// Files of the demo device.
@@ -43,10 +40,12 @@ impl Demo {
         let key = dir.join("keys/demo-signing.pem");
         Ok(Demo {
             board,
+            // Its own cargo target directory: the demo never overwrites firmware a user built
+            // at the paths the README names (target/thumbv7m-none-eabi/firmware/).
             build: Build {
                 workspace: ws.clone(),
-                target_dir: ws.join("target"),
-                out_dir: ws.join("target/firmware"),
+                target_dir: dir.join("cargo"),
+                out_dir: dir.join("firmware"),
                 trusted_keys: vec![key.clone()],
                 verbose: true,
             },
@@ -122,8 +121,8 @@ impl Demo {
 }
 
 fn check_tools() -> Result<(), String> {
-    crate::tools::ensure_thumb_target()?;
-    crate::tools::ensure_qemu()
+    xtask::tools::ensure_thumb_target()?;
+    xtask::tools::ensure_qemu()
 }
 
 /// Finds the next line at or after `*at` that contains `needle`; advances `*at` past it.
@@ -170,16 +169,7 @@ fn save_log(dir: &Path, name: &str, o: &Outcome) {
 }
 
 /// `cargo xtask demo`.
-pub fn demo(args: &[String]) -> Result<(), String> {
-    let verbose = args.iter().any(|a| a == "-v" || a == "--verbose");
-    if let Some(a) = args
-        .iter()
-        .find(|a| !matches!(a.as_str(), "-v" | "--verbose"))
-    {
-        return Err(format!(
-            "demo: unknown argument {a} (usage: cargo xtask demo [-v])"
-        ));
-    }
+pub fn demo(verbose: bool) -> Result<(), String> {
     match run_demo(verbose)? {
         true => Ok(()),
         false => Err("demo: a step did not behave (see above)".into()),
@@ -240,24 +230,49 @@ fn show_tool(stderr: &str) {
     }
 }
 
-fn run_demo(verbose: bool) -> Result<bool, String> {
-    println!("== twinbank demo: A/B updates on an emulated MPS2-AN385 (QEMU)");
-    check_tools()?;
-    let demo = Demo::new()?;
-    demo.prepare(true)?;
-    let tool = host_tool()?;
-    println!("host     {}", tool.display());
-    let mut story = Story { step: 0, failed: 0 };
+/// The running demo device and the host tool that talks to it.
+struct Live {
+    running: qemu::Running,
+    addr: String,
+    tool: PathBuf,
+    _relay: qemu::TcpRelay,
+}
 
+impl Live {
+    /// The device's text since byte `mark` of its UART log.
+    fn text_since(&self, mark: usize) -> String {
+        qemu::device_text(self.running.output_bytes().get(mark..).unwrap_or(&[]))
+    }
+
+    /// `twinbank serial upload IMAGE --activate --reboot --wait-confirm`; returns the UART mark
+    /// before it, whether the tool succeeded, and its messages.
+    fn upload(&mut self, image: &Path) -> Result<(usize, bool, String), String> {
+        let image = image.display().to_string();
+        println!(
+            "== twinbank serial --tcp {} upload {image} --activate --reboot --wait-confirm",
+            self.addr
+        );
+        let mark = self.running.output_bytes().len();
+        let (ok, _, err) = serial(
+            &self.tool,
+            &self.addr,
+            &["upload", &image, "--activate", "--reboot", "--wait-confirm"],
+        )?;
+        show_tool(&err);
+        Ok((mark, ok, err))
+    }
+}
+
+/// Power on: v1 boots confirmed and serves the protocol on its UART (relayed to a TCP port).
+fn power_on(demo: &Demo, story: &mut Story, tool: PathBuf) -> Result<Live, String> {
     println!("== power on: v1 serves the serial protocol on its UART (relayed to a TCP port)");
-    let running = Run::new(&demo.shim(), &demo.flash(), RUN_TIMEOUT).spawn()?;
+    let mut run = Run::new(&demo.shim(), &demo.flash(), RUN_TIMEOUT);
+    run.die_with_parent = true;
+    let mut running = run.spawn()?;
     running.kill_after(RUN_TIMEOUT);
     let relay = running.serve_tcp()?;
-    let addr = relay.addr();
-    let mut running = running;
     running.wait_for_text("app: serving the serial protocol", Duration::from_secs(20));
-    let uart = |r: &qemu::Running, mark: usize| qemu::device_text(&r.output_bytes()[mark..]);
-    let t = uart(&running, 0);
+    let t = running.text();
     story.step(
         "v1 boots, confirmed",
         line_with(&t, "twinbank: boot A 1.0.0+0 normal"),
@@ -266,22 +281,24 @@ fn run_demo(verbose: bool) -> Result<bool, String> {
         "v1 serves the serial protocol",
         line_with(&t, "app: serving the serial protocol"),
     );
+    Ok(Live {
+        running,
+        addr: relay.addr(),
+        tool,
+        _relay: relay,
+    })
+}
 
-    let v2 = demo.image("v2").display().to_string();
-    println!("== twinbank serial --tcp {addr} upload {v2} --activate --reboot --wait-confirm");
-    let mark = running.output_bytes().len();
-    let (ok, _, err) = serial(
-        &tool,
-        &addr,
-        &["upload", &v2, "--activate", "--reboot", "--wait-confirm"],
-    )?;
-    show_tool(&err);
+/// v2 over the UART into bank B: trial boot, health check, confirm.
+fn update_confirms(demo: &Demo, live: &mut Live, story: &mut Story) -> Result<(), String> {
+    let (mark, ok, err) = live.upload(&demo.image("v2"))?;
     story.step(
         "upload v2 over the UART, activate (bank B)",
         line_with(&err, "verified and activated 2.0.0+0 in bank B").filter(|_| ok),
     );
-    running.wait_for_text("app: confirmed", Duration::from_secs(20));
-    let t = uart(&running, mark);
+    live.running
+        .wait_for_text("app: confirmed", Duration::from_secs(20));
+    let t = live.text_since(mark);
     let lines: Vec<&str> = t.lines().collect();
     let mut at = 0;
     story.step(
@@ -297,21 +314,18 @@ fn run_demo(verbose: bool) -> Result<bool, String> {
         "the host tool sees the confirm",
         line_with(&err, "bank B confirmed 2.0.0+0").filter(|_| ok),
     );
+    Ok(())
+}
 
-    let v3 = demo.image("v3").display().to_string();
-    println!("== twinbank serial --tcp {addr} upload {v3} --activate --reboot --wait-confirm (v3 is faulty: its health check fails)");
-    let mark = running.output_bytes().len();
-    let (ok, _, err) = serial(
-        &tool,
-        &addr,
-        &["upload", &v3, "--activate", "--reboot", "--wait-confirm"],
-    )?;
-    show_tool(&err);
+/// v3 (its health check fails) into bank A: trial, reject, automatic rollback to v2.
+fn update_rolls_back(demo: &Demo, live: &mut Live, story: &mut Story) -> Result<(), String> {
+    println!("   (v3 is faulty: its health check fails)");
+    let (mark, ok, err) = live.upload(&demo.image("v3"))?;
     story.step(
         "upload v3 over the UART, activate (bank A)",
         line_with(&err, "verified and activated 3.0.0+0 in bank A"),
     );
-    let t = uart(&running, mark);
+    let t = live.text_since(mark);
     let lines: Vec<&str> = t.lines().collect();
     let mut at = 0;
     story.step(
@@ -337,22 +351,35 @@ fn run_demo(verbose: bool) -> Result<bool, String> {
         "the host tool reports the rollback (exit 1)",
         line_with(&err, "rolled back to bank B").filter(|_| !ok),
     );
+    Ok(())
+}
 
-    println!("== twinbank serial --tcp {addr} status");
-    let (ok, out, err) = serial(&tool, &addr, &["status"])?;
+/// `twinbank serial status`, then power off.
+fn status_and_power_off(
+    demo: &Demo,
+    live: Live,
+    story: &mut Story,
+    verbose: bool,
+) -> Result<(), String> {
+    println!("== twinbank serial --tcp {} status", live.addr);
+    let (ok, out, err) = serial(&live.tool, &live.addr, &["status"])?;
     for l in out.lines().chain(err.lines()) {
         println!("      | {l}");
     }
     story.step(
         "status: v2 confirmed and preferred",
-        line_with(&out, "B*    confirmed   2.0.0+0").filter(|_| ok),
+        line_with(&out, "B*    yes      confirmed   2.0.0+0").filter(|_| ok),
     );
-    let o = running.kill9();
+    let o = live.running.kill9();
     let _ = std::fs::write(demo.dir.join("run1.uart.log"), qemu::device_text(&o.raw));
     if verbose {
         print!("{}", qemu::device_text(&o.raw));
     }
+    Ok(())
+}
 
+/// Power on again: v2 keeps booting.
+fn power_cycle(demo: &Demo, story: &mut Story, verbose: bool) -> Result<(), String> {
     println!("== power off, power on again");
     let o = demo.run(&["halt".to_string()])?;
     save_log(&demo.dir, "run2", &o);
@@ -366,13 +393,27 @@ fn run_demo(verbose: bool) -> Result<bool, String> {
         find(&lines, &mut at, "twinbank: boot B 2.0.0+0 normal"),
     );
     story.exit(&o);
+    Ok(())
+}
 
+fn run_demo(verbose: bool) -> Result<bool, String> {
+    println!("== twinbank demo: A/B updates on an emulated MPS2-AN385 (QEMU)");
+    check_tools()?;
+    let demo = Demo::new()?;
+    demo.prepare(true)?;
+    let tool = host_tool()?;
+    println!("host     {}", tool.display());
+    let mut story = Story { step: 0, failed: 0 };
+    let mut live = power_on(&demo, &mut story, tool)?;
+    update_confirms(&demo, &mut live, &mut story)?;
+    update_rolls_back(&demo, &mut live, &mut story)?;
+    status_and_power_off(&demo, live, &mut story, verbose)?;
+    power_cycle(&demo, &mut story, verbose)?;
     println!(
         "== banks, read from {} through the device crate",
         demo.flash().display()
     );
-    let ok_table = print_table(&demo)?;
-    if !ok_table {
+    if !print_table(&demo)? {
         story.failed += 1;
     }
     println!("UART logs: {}/run{{1,2}}.uart.log", demo.dir.display());
@@ -431,46 +472,42 @@ fn print_table(demo: &Demo) -> Result<bool, String> {
     Ok(ok)
 }
 
-/// `cargo xtask qemu [--flash FILE] [--tcp]`: the demo device for a person, its UART on a
+/// `cargo xtask qemu [--flash FILE] [--shim ELF] [--tcp]`: a device for a person, its UART on a
 /// pseudo-terminal (`serial: /dev/pts/N`) for `twinbank serial --port`, or with `--tcp` on a
-/// local TCP port (`serial: tcp:127.0.0.1:N`) for `twinbank serial --tcp`.
-pub fn qemu_cmd(args: &[String]) -> Result<(), String> {
-    let mut flash = None;
-    let mut tcp = false;
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--flash" => flash = it.next().map(PathBuf::from),
-            "--tcp" => tcp = true,
-            other => {
-                return Err(format!(
-                    "qemu: unknown argument {other}\nusage: cargo xtask qemu [--flash FILE] [--tcp]"
-                ))
-            }
-        }
-    }
-    match run_interactive(flash, tcp)? {
-        0 => Ok(()),
-        code => Err(format!("QEMU ended with status {code}")),
-    }
-}
-
-fn run_interactive(flash: Option<PathBuf>, tcp: bool) -> Result<i32, String> {
-    check_tools()?;
+/// local TCP port (`serial: tcp:127.0.0.1:N`) for `twinbank serial --tcp`. QEMU ends with this
+/// process, however it ends (Ctrl-C, SIGTERM, even SIGKILL).
+pub fn qemu_cmd(flash: Option<PathBuf>, shim: Option<PathBuf>, tcp: bool) -> Result<(), String> {
+    xtask::tools::ensure_qemu()?;
     let demo = Demo::new()?;
-    demo.prepare(false)?;
-    let flash = flash.unwrap_or_else(|| demo.flash());
+    let (flash, shim, is_demo) = match (flash, shim) {
+        (Some(flash), Some(shim)) => (flash, shim, false),
+        (None, Some(_)) => {
+            return Err(
+                "qemu: --shim needs --flash FILE (a flash provisioned for that shim's keys)".into(),
+            )
+        }
+        (flash, None) => {
+            xtask::tools::ensure_thumb_target()?;
+            // Without --flash: the demo device, freshly provisioned (v1 in bank A).
+            demo.prepare(flash.is_none())?;
+            (flash.unwrap_or_else(|| demo.flash()), demo.shim(), true)
+        }
+    };
     let len = std::fs::metadata(&flash)
         .map_err(|e| format!("{}: {e}", flash.display()))?
         .len();
     if len != demo.board.flash.size as u64 {
         return Err(format!(
-            "{}: {len} bytes, the board's flash is {} bytes",
+            "{}: {len} bytes, the board's flash is {} bytes (give the whole-flash file of \
+             `twinbank provision -o`)",
             flash.display(),
             demo.board.flash.size
         ));
     }
-    let running = Run::new(&demo.shim(), &flash, Duration::MAX).spawn()?;
+    std::fs::metadata(&shim).map_err(|e| format!("{}: {e}", shim.display()))?;
+    let mut run = Run::new(&shim, &flash, Duration::MAX);
+    run.die_with_parent = true;
+    let running = run.spawn()?;
     println!("flash: {}", flash.display());
     // The relay lives as long as QEMU (the pty relay also shows the device's text lines here).
     let (_pty, _tcp);
@@ -485,26 +522,30 @@ fn run_interactive(flash: Option<PathBuf>, tcp: bool) -> Result<i32, String> {
         println!("  e.g. twinbank serial --port {} status", pty.path);
         _pty = pty;
     }
-    println!(
-        "  signed images to upload: {} (v2 for bank B), {}",
-        demo.image("v2").display(),
-        demo.image("v3").display()
-    );
+    if is_demo {
+        println!(
+            "  signed images to upload: {} (v2 for bank B), {}",
+            demo.image("v2").display(),
+            demo.image("v3").display()
+        );
+    }
     println!("  the device's text lines are shown here as `device| …`; stop with Ctrl-C");
     let o = running.wait();
-    Ok(o.status.unwrap_or(1))
+    match o.status.unwrap_or(1) {
+        0 => Ok(()),
+        code => Err(format!("QEMU ended with status {code}")),
+    }
 }
 
 /// `cargo xtask firmware [--measure]`: builds the demo firmware; `--measure` also takes the
 /// figures of BENCHMARKS.md ("## QEMU").
-pub fn firmware_cmd(args: &[String]) -> Result<(), String> {
-    let measure = args.iter().any(|a| a == "--measure");
+pub fn firmware_cmd(measure: bool) -> Result<(), String> {
     let demo = Demo::new()?;
     demo.prepare(false)?;
     firmware::build_all()?;
     println!("test firmware {}", firmware::test_build().out_dir.display());
     if measure {
-        crate::demo::measure(&demo)?;
+        self::measure(&demo)?;
     }
     Ok(())
 }
@@ -638,11 +679,14 @@ fn measure(demo: &Demo) -> Result<(), String> {
                 },
             ),
         ] {
-            let mut flash = firmware::blank_flash(&demo.board);
-            firmware::place(&demo.board, &mut flash, Bank::A, &a)?;
-            firmware::place_state(&demo.board, &mut flash, &state, 1)?;
+            let layout = demo.board.layout().map_err(|e| e.to_string())?;
+            let mut flash = FlashImage::blank(layout, demo.board.flash.size);
+            flash
+                .place_in_bank(Bank::A, &a)
+                .map_err(|e| e.to_string())?;
+            flash.place_state(&state).map_err(|e| e.to_string())?;
             let path = work.join("flash.bin");
-            qemu::write_flash(&path, &flash)?;
+            qemu::write_flash(&path, flash.bytes())?;
             let mut run = Run::new(
                 &demo.build.elf("shim-bench"),
                 &path,

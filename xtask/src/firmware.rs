@@ -1,25 +1,24 @@
-//! Building the firmware (shim and demo app) for thumbv7m-none-eabi, turning app ELFs into
-//! signed images, and provisioning flash files.
-//!
-//! Also compiled into the QEMU tests (`tests/tests/qemu_support/mod.rs` includes this file), so
-//! it depends on `std`, `twinbank` and `object` only.
+//! Building the firmware (shim and demo app) for thumbv7m-none-eabi; signing the app ELFs and
+//! provisioning flash files go through the host tool's library (`twinbank_host`), the one
+//! implementation of that pipeline. The QEMU tests use this module through the xtask library.
 //!
 //! Builds are per variant: the build scripts read `TWINBANK_TRUSTED_KEYS`, `TWINBANK_BANK` and
 //! `TWINBANK_APP_VERSION`, and the app's cargo features select its behaviour. Each variant is
 //! built in turn and its ELF copied to `<out>/<name>.elf`; a stamp (hash of the sources, the
 //! environment and the keys) next to it skips the build when nothing changed, so switching
 //! variants does not rebuild every time.
-#![allow(dead_code)]
 
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use twinbank::board::BoardDescription;
-use twinbank::image::encode::{signing_key_from_pem, ImageBuilder};
 use twinbank::image::Version;
-use twinbank::state::record;
-use twinbank::{Bank, BootState, ImageId};
+use twinbank::{Bank, ImageId, TrustedKey};
+use twinbank_host::sign::{sign_firmware, SignPlan};
+use twinbank_host::{input, keys, provision};
+
+pub use twinbank_host::provision::{FlashImage, FlashReport};
 
 /// The Rust target of the firmware.
 pub const TARGET: &str = "thumbv7m-none-eabi";
@@ -208,58 +207,8 @@ impl Build {
     }
 }
 
-/// The loadable bytes of an ELF in `[start, limit)` (the bank after the image header), up to the
-/// end of the last loaded byte, by physical (load) address; gaps read as 0xFF. Segments outside
-/// the bank (e.g. the program headers the linker maps into RAM) are not part of the image.
-pub fn elf_payload(elf: &Path, start: u32, limit: u32) -> Result<Vec<u8>, String> {
-    use object::read::elf::{ElfFile32, FileHeader, ProgramHeader};
-    let data = std::fs::read(elf).map_err(|e| format!("{}: {e}", elf.display()))?;
-    let file = ElfFile32::<object::Endianness>::parse(&*data)
-        .map_err(|e| format!("{}: not a 32-bit ELF: {e}", elf.display()))?;
-    let endian = file.endian();
-    let mut parts = Vec::new();
-    for ph in file
-        .elf_header()
-        .program_headers(endian, &*data)
-        .map_err(|e| e.to_string())?
-    {
-        if ph.p_type(endian) != object::elf::PT_LOAD || ph.p_filesz(endian) == 0 {
-            continue;
-        }
-        let bytes = ph
-            .data(endian, &*data)
-            .map_err(|_| "bad segment".to_string())?;
-        let at = ph.p_paddr(endian);
-        if at < start || at >= limit {
-            continue;
-        }
-        if at as u64 + bytes.len() as u64 > limit as u64 {
-            return Err(format!(
-                "{}: segment at {at:#x} overflows the bank",
-                elf.display()
-            ));
-        }
-        parts.push((at, bytes));
-    }
-    let end = parts
-        .iter()
-        .map(|(a, b)| a + b.len() as u32)
-        .max()
-        .ok_or_else(|| {
-            format!(
-                "{}: nothing to load at {start:#x}: linked for another bank?",
-                elf.display()
-            )
-        })?;
-    let mut out = vec![0xFF; (end - start) as usize];
-    for (a, b) in parts {
-        let o = (a - start) as usize;
-        out[o..o + b.len()].copy_from_slice(b);
-    }
-    Ok(out)
-}
-
-/// How to sign one image.
+/// How to sign one image of an app ELF (through the host tool's library: the same ELF reading,
+/// signing and checks as `twinbank sign --bank`).
 #[derive(Debug, Clone)]
 pub struct Signing<'a> {
     /// The board.
@@ -276,36 +225,24 @@ pub struct Signing<'a> {
     pub pad_to: Option<usize>,
 }
 
-/// Makes a signed image of an app ELF (the payload starts at the bank address + header size).
+/// Makes a signed image of an app ELF for the board's bank `s.bank`, with the board's ids.
 pub fn sign_elf(elf: &Path, s: &Signing<'_>) -> Result<Vec<u8>, String> {
-    let layout = s.board.layout().map_err(|e| e.to_string())?;
-    let ids = s.board.ids().map_err(|e| e.to_string())?;
-    let bank_address = layout.bank_address(s.bank);
-    let mut payload = elf_payload(
-        elf,
-        bank_address + s.board.image.header_size as u32,
-        bank_address + layout.bank_size(),
-    )?;
+    let version: Version = s.version.parse().map_err(|e| format!("{e}"))?;
+    let plan = SignPlan::for_bank(s.board, s.bank, version, s.security_counter)
+        .map_err(|e| e.to_string())?;
+    let mut fw = input::load(elf, plan.slot_size as u64).map_err(|e| e.to_string())?;
     if let Some(n) = s.pad_to {
-        if payload.len() < n {
-            payload.resize(n, 0xFF);
+        if fw.data.len() < n {
+            fw.data.resize(n, twinbank::flash::ERASED);
         }
     }
-    let version: Version = s.version.parse().map_err(|e| format!("{e}"))?;
-    let builder = ImageBuilder {
-        header_size: s.board.image.header_size,
-        version,
-        rom_fixed: Some(bank_address),
-        security_counter: Some(s.security_counter),
-        vendor_id: ids.vendor,
-        class_id: ids.class,
-    };
-    let pem = std::fs::read_to_string(s.key).map_err(|e| format!("{}: {e}", s.key.display()))?;
-    let key = signing_key_from_pem(&pem).map_err(|e| e.to_string())?;
-    builder.sign(&payload, &key).map_err(|e| e.to_string())
+    let key = keys::signing_key(s.key).map_err(|e| e.to_string())?;
+    sign_firmware(&fw, &plan, &key, &elf.display().to_string())
+        .map(|signed| signed.image)
+        .map_err(|e| e.to_string())
 }
 
-/// Writes a fresh Ed25519 private key (PKCS#8 PEM) to `path` unless one is there.
+/// Writes a fresh Ed25519 private key (PKCS#8 PEM, mode 0600) to `path` unless one is there.
 pub fn ensure_key(path: &Path) -> Result<(), String> {
     if path.exists() {
         return Ok(());
@@ -313,132 +250,54 @@ pub fn ensure_key(path: &Path) -> Result<(), String> {
     if let Some(d) = path.parent() {
         std::fs::create_dir_all(d).map_err(|e| e.to_string())?;
     }
-    let key = twinbank::image::encode::generate_signing_key();
-    std::fs::write(path, twinbank::image::encode::signing_key_to_pem(&key))
-        .map_err(|e| format!("{}: {e}", path.display()))
+    keys::keygen(path, false)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }
 
-/// The identity of a signed image, verified with `key_pem` against the board's bank `bank`.
+/// The trusted key of a PEM file.
+pub fn trusted_key(pem_path: &Path) -> Result<TrustedKey, String> {
+    keys::read(pem_path)
+        .map(|k| k.trusted())
+        .map_err(|e| e.to_string())
+}
+
+/// The identity of a signed image for `bank`, verified with `trusted`.
 pub fn image_id(
     board: &BoardDescription,
     bank: Bank,
     image: &[u8],
-    trusted: &[twinbank::TrustedKey],
+    trusted: &[TrustedKey],
 ) -> Result<ImageId, String> {
-    let layout = board.layout().map_err(|e| e.to_string())?;
-    let params = twinbank::image::VerifyParams {
-        offset: 0,
-        capacity: layout.bank_size(),
-        bank_address: layout.bank_address(bank),
-        keys: trusted,
-        ids: board.ids().map_err(|e| e.to_string())?,
-        min_security_counter: 0,
-    };
-    let v = twinbank::image::verify_image(&mut twinbank::flash::SliceFlash(image), &params)
-        .map_err(|e| format!("image does not verify: {e}"))?;
-    Ok(ImageId::of(&v))
+    let config = provision::config(board, trusted).map_err(|e| e.to_string())?;
+    provision::image_id(&config, bank, image).map_err(|e| e.to_string())
 }
 
-/// The trusted key of a PEM file.
-pub fn trusted_key(pem_path: &Path) -> Result<twinbank::TrustedKey, String> {
-    let pem =
-        std::fs::read_to_string(pem_path).map_err(|e| format!("{}: {e}", pem_path.display()))?;
-    twinbank::image::encode::trusted_key_from_pem(&pem).map_err(|e| e.to_string())
-}
-
-/// A blank flash image: the whole flash erased (0xFF).
-pub fn blank_flash(board: &BoardDescription) -> Vec<u8> {
-    vec![0xFF; board.flash.size as usize]
-}
-
-/// Puts `image` at the start of `bank` in a flash image (as a host-side factory programmer does).
-pub fn place(
-    board: &BoardDescription,
-    flash: &mut [u8],
-    bank: Bank,
-    image: &[u8],
-) -> Result<(), String> {
-    let layout = board.layout().map_err(|e| e.to_string())?;
-    let r = layout.bank(bank);
-    if image.len() > r.size.0 as usize {
-        return Err("image does not fit the bank".into());
-    }
-    let o = r.offset.0 as usize;
-    flash[o..o + image.len()].copy_from_slice(image);
-    Ok(())
-}
-
-/// Writes a state record into the first slot of the state region (a blank state region).
-pub fn place_state(
-    board: &BoardDescription,
-    flash: &mut [u8],
-    state: &BootState,
-    seq: u32,
-) -> Result<(), String> {
-    let layout = board.layout().map_err(|e| e.to_string())?;
-    let o = layout.state().offset.0 as usize;
-    let rec = record::encode(state, seq);
-    flash[o..o + rec.len()].copy_from_slice(&rec);
-    Ok(())
-}
-
-/// A factory-provisioned flash: `image_a` in bank A, confirmed and preferred.
+/// A factory-provisioned flash: `image_a` in bank A, confirmed and preferred (`twinbank
+/// provision`'s library path).
 pub fn factory_flash(
     board: &BoardDescription,
     image_a: &[u8],
-    trusted: &[twinbank::TrustedKey],
+    trusted: &[TrustedKey],
 ) -> Result<Vec<u8>, String> {
-    let id = image_id(board, Bank::A, image_a, trusted)?;
-    let mut flash = blank_flash(board);
-    place(board, &mut flash, Bank::A, image_a)?;
-    place_state(board, &mut flash, &BootState::factory(Bank::A, id, None), 1)?;
-    Ok(flash)
+    provision::factory_flash(board, trusted, image_a, None)
+        .map(|(flash, _)| flash.into_bytes())
+        .map_err(|e| e.to_string())
 }
 
-/// What a flash file holds: the boot state and, per bank, whether its image verifies.
-#[derive(Debug, Clone)]
-pub struct FlashReport {
-    /// The newest valid state record, if any.
-    pub state: Option<BootState>,
-    /// Per bank (A, B): the image verified for integrity and signature (any security counter),
-    /// or why it does not verify. Compare its counter with the state's minimum to know whether
-    /// the device would still boot it.
-    pub images: [Result<ImageId, String>; 2],
-}
-
-/// Reads a flash image through the device crate (state store and image verification).
+/// Reads a flash image through the device crate: the boot state and each bank's verification.
 pub fn inspect(
     board: &BoardDescription,
     flash: &[u8],
-    trusted: &[twinbank::TrustedKey],
+    trusted: &[TrustedKey],
 ) -> Result<FlashReport, String> {
-    let layout = board.layout().map_err(|e| e.to_string())?;
-    let mut f = twinbank::flash::SliceFlash(flash);
-    let store = twinbank::state::StateStore::open(&mut f, &layout).map_err(|e| e.to_string())?;
-    let state = store.current().copied();
-    let ids = board.ids().map_err(|e| e.to_string())?;
-    let images = Bank::ALL.map(|bank| {
-        let params = twinbank::image::VerifyParams {
-            offset: layout.bank(bank).offset.0,
-            capacity: layout.bank_size(),
-            bank_address: layout.bank_address(bank),
-            keys: trusted,
-            ids,
-            min_security_counter: 0,
-        };
-        twinbank::image::verify_image(&mut twinbank::flash::SliceFlash(flash), &params)
-            .map(|v| ImageId::of(&v))
-            .map_err(|e| e.to_string())
-    });
-    Ok(FlashReport { state, images })
+    let config = provision::config(board, trusted).map_err(|e| e.to_string())?;
+    provision::report(&config, flash).map_err(|e| e.to_string())
 }
 
-/// The workspace root (this file is compiled into crates one level below it).
+/// The workspace root.
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("crate lives in the workspace")
-        .to_path_buf()
+    crate::tools::root()
 }
 
 /// The firmware of the QEMU tests: its own target directory (so `cargo test` holding the main

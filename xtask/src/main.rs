@@ -1,17 +1,81 @@
-//! `cargo xtask <command>`: the project's automation. See README.md.
-//!
-//! - `test`: every test (installs or checks the prerequisites first);
-//! - `demo`: the QEMU demo story (the project's main job);
-//! - `qemu [--flash FILE]`: a provisioned demo device left running for a person;
-//! - `powercut [--quick] [...]`: the power-cut matrix (release build);
-//! - `firmware`: build the shim and demo app variants into target/firmware/.
+//! `cargo xtask <command>`: the project's automation. See README.md; `cargo xtask <command>
+//! --help` describes each command.
 
 mod demo;
-mod firmware;
-mod qemu;
 mod size;
 mod test;
-mod tools;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use xtask::tools;
+
+#[derive(Parser)]
+#[command(
+    name = "cargo xtask",
+    about = "twinbank's automation: tests, the QEMU demo, firmware builds and measurements"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Every test: device core, host tool, power cuts, QEMU end to end (checks and installs the
+    /// prerequisites first).
+    Test,
+    /// The main job: builds everything, provisions a QEMU device and tells an update story over
+    /// its UART with `twinbank serial`.
+    Demo {
+        /// Also print the device's UART output.
+        #[arg(short, long)]
+        verbose: bool,
+    },
+    /// A QEMU device left running for a person: its UART on a pseudo-terminal (or a TCP port),
+    /// its text lines shown as `device| …`. Without --flash: the demo device, freshly provisioned
+    /// (v1 in bank A). Ends QEMU when interrupted (Ctrl-C) or terminated.
+    #[command(after_help = "Examples:
+  cargo xtask qemu                         # the demo device (target/demo/flash.bin, fresh)
+  cargo xtask qemu --tcp                   # its UART on a local TCP port instead of a pty
+  cargo xtask qemu --flash flash.bin --shim target/thumbv7m-none-eabi/firmware/twinbank-shim
+                                           # your own provisioned flash and bootloader shim")]
+    Qemu {
+        /// A flash file (the whole 16 MiB flash, e.g. from `twinbank provision -o`); kept as it
+        /// is and changed by the device.
+        #[arg(long, value_name = "FILE")]
+        flash: Option<PathBuf>,
+        /// The bootloader shim ELF to boot (default: the demo's shim, built with the demo key).
+        #[arg(long, value_name = "ELF")]
+        shim: Option<PathBuf>,
+        /// Relay the UART to a local TCP port (`twinbank serial --tcp`) instead of a pty.
+        #[arg(long)]
+        tcp: bool,
+    },
+    /// The power-cut matrix in release mode (arguments go to the harness; --help lists them).
+    #[command(disable_help_flag = true)]
+    Powercut {
+        /// Arguments of the harness (e.g. --quick).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Builds the demo firmware (target/demo/firmware/) and the QEMU tests' firmware
+    /// (target/qemu-tests/firmware/).
+    Firmware {
+        /// Also take the figures of BENCHMARKS.md ("QEMU").
+        #[arg(long)]
+        measure: bool,
+    },
+    /// The bootloader shim's flash and static RAM, and the flash bytes per crate (from the ELF's
+    /// symbols). Fails when the flash exceeds `[bootloader] flash_budget` of twinbank.toml.
+    Size {
+        /// Measure this ELF instead of building the shim.
+        #[arg(long, value_name = "FILE")]
+        elf: Option<PathBuf>,
+        /// Also list the N largest symbols.
+        #[arg(long, value_name = "N")]
+        symbols: Option<usize>,
+    },
+}
 
 /// `cargo xtask powercut ARGS`: the harness in release mode.
 pub fn powercut(args: &[String]) -> Result<(), String> {
@@ -31,19 +95,14 @@ pub fn powercut(args: &[String]) -> Result<(), String> {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let rest = args.get(1..).unwrap_or(&[]);
-    let result = match args.first().map(String::as_str) {
-        Some("test") => test::run_all(rest),
-        Some("powercut") => powercut(rest),
-        Some("demo") => demo::demo(rest),
-        Some("qemu") => demo::qemu_cmd(rest),
-        Some("firmware") => demo::firmware_cmd(rest),
-        Some("size") => size::size_cmd(rest),
-        _ => {
-            eprintln!("usage: cargo xtask <test|demo|qemu|powercut|firmware>");
-            std::process::exit(2);
-        }
+    let cli = Cli::parse();
+    let result = match cli.cmd {
+        Cmd::Test => test::run_all(),
+        Cmd::Powercut { args } => powercut(&args),
+        Cmd::Demo { verbose } => demo::demo(verbose),
+        Cmd::Qemu { flash, shim, tcp } => demo::qemu_cmd(flash, shim, tcp),
+        Cmd::Firmware { measure } => demo::firmware_cmd(measure),
+        Cmd::Size { elf, symbols } => size::size_cmd(elf, symbols),
     };
     if let Err(e) = result {
         eprintln!("xtask: error: {e}");

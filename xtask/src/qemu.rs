@@ -13,8 +13,7 @@
 //! pseudo-terminal (`twinbank serial --port /dev/pts/N`). QEMU always connects to our own
 //! listener (no port race, no lost early output) and every byte is kept in the run's log.
 //!
-//! Also compiled into the QEMU tests (`tests/tests/qemu_support/mod.rs`): std only.
-#![allow(dead_code)]
+//! The QEMU tests use this module through the xtask library.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -41,6 +40,9 @@ pub struct Run {
     pub stop_on: Option<String>,
     /// Deterministic instruction counting (`-icount shift=0,align=off,sleep=off`).
     pub icount: bool,
+    /// QEMU ends when the thread that started it ends (Linux `PR_SET_PDEATHSIG`): a `cargo
+    /// xtask qemu` that is interrupted or terminated, even killed, takes QEMU with it.
+    pub die_with_parent: bool,
 }
 
 /// How a run ended.
@@ -85,6 +87,7 @@ impl Run {
             timeout,
             stop_on: None,
             icount: false,
+            die_with_parent: false,
         }
     }
 
@@ -129,8 +132,20 @@ impl Run {
     pub fn spawn(&self) -> Result<Running, String> {
         let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("listen: {e}"))?;
         let port = listener.local_addr().map_err(|e| e.to_string())?.port();
-        let mut child = self
-            .command(&format!("tcp:127.0.0.1:{port},nodelay=on"))
+        let mut cmd = self.command(&format!("tcp:127.0.0.1:{port},nodelay=on"));
+        #[cfg(target_os = "linux")]
+        if self.die_with_parent {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: the closure runs in the child between fork and exec and only makes one
+            // async-signal-safe system call (prctl).
+            unsafe {
+                cmd.pre_exec(|| {
+                    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM)
+                        .map_err(std::io::Error::from)
+                });
+            }
+        }
+        let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -269,7 +284,7 @@ impl Running {
     /// collected before (for runs that are driven from outside, e.g. by a relay's client).
     #[cfg(unix)]
     pub fn kill_after(&self, timeout: Duration) {
-        let pid = self.child.id() as libc::pid_t;
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
         let collected = self.collected.clone();
         let left = timeout.saturating_sub(self.started.elapsed());
         std::thread::spawn(move || {
@@ -277,8 +292,7 @@ impl Running {
             // The child is reaped only after `collected` is set, so the pid is still ours.
             let c = collected.lock().unwrap();
             if !*c {
-                // SAFETY: signals our own child process.
-                unsafe { libc::kill(pid, libc::SIGKILL) };
+                let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
             }
         });
     }
@@ -343,48 +357,26 @@ impl Running {
         &self,
         mut text: impl FnMut(&str) + Send + 'static,
     ) -> Result<PtyRelay, String> {
-        use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+        use nix::sys::termios::{cfmakeraw, tcgetattr, tcsetattr, SetArg};
         let mut uart = self
             .uart
             .as_ref()
             .ok_or("QEMU never connected its UART")?
             .try_clone()
             .map_err(|e| e.to_string())?;
-        let (mut master, mut slave) = (-1, -1);
-        // SAFETY: openpty writes two descriptors; the name, termios and size are not asked for.
-        let r = unsafe {
-            libc::openpty(
-                &mut master,
-                &mut slave,
-                std::ptr::null_mut(),
-                std::ptr::null(),
-                std::ptr::null(),
-            )
-        };
-        if r != 0 {
-            return Err(format!("openpty: {}", std::io::Error::last_os_error()));
-        }
-        // SAFETY: both descriptors are new and ours.
-        let (master, slave) =
-            unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
+        let pty = nix::pty::openpty(None, None).map_err(|e| format!("openpty: {e}"))?;
+        let (master, slave) = (pty.master, pty.slave);
         // Raw mode on the terminal (no echo, no line editing, no CR/LF translation): the host
         // tool sets it too, but bytes may arrive before it opens the terminal. The slave stays
         // open here, so the master never reads EIO between two host tool runs.
-        // SAFETY: plain termios calls on our descriptor.
-        unsafe {
-            let mut t: libc::termios = std::mem::zeroed();
-            if libc::tcgetattr(slave.as_raw_fd(), &mut t) != 0 {
-                return Err(format!("tcgetattr: {}", std::io::Error::last_os_error()));
-            }
-            libc::cfmakeraw(&mut t);
-            libc::tcsetattr(slave.as_raw_fd(), libc::TCSANOW, &t);
-            let fl = libc::fcntl(master.as_raw_fd(), libc::F_GETFL);
-            libc::fcntl(master.as_raw_fd(), libc::F_SETFL, fl | libc::O_NONBLOCK);
-        }
-        let path = std::fs::read_link(format!("/proc/self/fd/{}", slave.as_raw_fd()))
-            .map_err(|e| format!("pty name: {e}"))?;
+        let mut t = tcgetattr(&slave).map_err(|e| format!("tcgetattr: {e}"))?;
+        cfmakeraw(&mut t);
+        tcsetattr(&slave, SetArg::TCSANOW, &t).map_err(|e| format!("tcsetattr: {e}"))?;
+        let path = nix::unistd::ttyname(&slave).map_err(|e| format!("pty name: {e}"))?;
         let master = std::fs::File::from(master);
         let mut to_pty = master.try_clone().map_err(|e| e.to_string())?;
+        // Writes to the terminal never block (see the sink below); reads block in the relay.
+        set_nonblocking(&to_pty)?;
         let mut lines = TextLines::default();
         // The text printed before the relay started first, then the rest as it comes (the log
         // lock keeps the reader thread out meanwhile, so no byte is missed or repeated).
@@ -399,6 +391,8 @@ impl Running {
         drop(log);
         let mut from_pty = master;
         std::thread::spawn(move || {
+            use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+            use std::os::fd::AsFd;
             let mut buf = [0u8; 4096];
             loop {
                 match from_pty.read(&mut buf) {
@@ -409,13 +403,8 @@ impl Running {
                         }
                     }
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                        let mut p = libc::pollfd {
-                            fd: from_pty.as_raw_fd(),
-                            events: libc::POLLIN,
-                            revents: 0,
-                        };
-                        // SAFETY: one valid pollfd.
-                        unsafe { libc::poll(&mut p, 1, 100) };
+                        let mut fds = [PollFd::new(from_pty.as_fd(), PollFlags::POLLIN)];
+                        let _ = poll(&mut fds, PollTimeout::from(100u16));
                     }
                     Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                     Err(_) => std::thread::sleep(Duration::from_millis(50)),
@@ -426,6 +415,11 @@ impl Running {
             path: path.display().to_string(),
             _slave: slave,
         })
+    }
+
+    /// The process id of QEMU.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// SIGKILL now (`kill -9`), then collect.
@@ -472,6 +466,16 @@ impl Running {
             stopped,
         }
     }
+}
+
+/// Makes reads and writes on `file` return `WouldBlock` instead of blocking.
+#[cfg(unix)]
+fn set_nonblocking(file: &std::fs::File) -> Result<(), String> {
+    use nix::fcntl::{fcntl, FcntlArg, OFlag};
+    let flags = fcntl(file, FcntlArg::F_GETFL).map_err(|e| format!("fcntl: {e}"))?;
+    let flags = OFlag::from_bits_truncate(flags) | OFlag::O_NONBLOCK;
+    fcntl(file, FcntlArg::F_SETFL(flags)).map_err(|e| format!("fcntl: {e}"))?;
+    Ok(())
 }
 
 /// Creates (or overwrites) a flash file with `contents` (16 MiB).

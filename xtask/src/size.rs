@@ -3,12 +3,12 @@
 //! Fails when the flash exceeds the budget the board description declares
 //! (`[bootloader] flash_budget` in twinbank.toml), so every change's cost is visible in CI.
 
-use crate::firmware::{self, Build, Variant};
-use crate::tools::root;
 use object::{Object, ObjectSection, ObjectSymbol, SectionKind};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use twinbank::board::BoardDescription;
+use xtask::firmware::{self, Build, Variant};
+use xtask::tools::root;
 
 /// The sizes of one firmware ELF.
 #[derive(Debug, Clone, Default)]
@@ -135,22 +135,13 @@ fn size_build() -> Result<Build, String> {
     })
 }
 
-/// `cargo xtask size`.
-pub fn size_cmd(args: &[String]) -> Result<(), String> {
-    if args.iter().any(|a| a == "--help" || a == "-h") {
-        println!(
-            "usage: cargo xtask size [--elf FILE] [--symbols N]\n\n\
-             Builds the bootloader shim (profile `firmware`) and prints its flash and static RAM\n\
-             and the flash bytes per crate, from the ELF's symbols. Fails when the flash exceeds\n\
-             `[bootloader] flash_budget` of twinbank.toml. --elf measures a given ELF instead;\n\
-             --symbols N lists the N largest symbols."
-        );
-        return Ok(());
-    }
+/// `cargo xtask size`: measures `elf` (or the shim, built), prints the table and the `symbols`
+/// largest symbols, and fails above the board's budget.
+pub fn size_cmd(elf: Option<PathBuf>, symbols: Option<usize>) -> Result<(), String> {
     let board = BoardDescription::load(&root().join("twinbank.toml")).map_err(|e| e.to_string())?;
     let budget = board.bootloader.as_ref().map(|b| b.flash_budget as u64);
-    let elf: PathBuf = match args.iter().position(|a| a == "--elf") {
-        Some(i) => PathBuf::from(args.get(i + 1).ok_or("--elf needs a file")?),
+    let elf = match elf {
+        Some(e) => e,
         None => {
             let b = size_build()?;
             b.build(&[Variant::shim(false)])?;
@@ -159,8 +150,7 @@ pub fn size_cmd(args: &[String]) -> Result<(), String> {
     };
     let sizes = measure(&elf)?;
     print("shim", &sizes, budget);
-    if let Some(i) = args.iter().position(|a| a == "--symbols") {
-        let n: usize = args.get(i + 1).and_then(|v| v.parse().ok()).unwrap_or(40);
+    if let Some(n) = symbols {
         println!("\n| symbol | flash bytes |\n|---|---|");
         for (name, bytes) in sizes.per_symbol.iter().take(n) {
             println!("| {name} | {bytes} |");

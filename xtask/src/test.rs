@@ -6,8 +6,8 @@
 //! 4. `cargo test --workspace` (device, host tool, power-cut harness, QEMU end-to-end tests);
 //! 5. the reduced power-cut matrix (`cargo xtask powercut --quick`).
 
-use crate::tools::{self, root, run, THUMB};
 use std::process::Command;
+use xtask::tools::{self, root, run, THUMB};
 
 fn cargo() -> Command {
     let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
@@ -16,7 +16,7 @@ fn cargo() -> Command {
 }
 
 /// Runs every test; returns the process exit code.
-pub fn run_all(_args: &[String]) -> Result<(), String> {
+pub fn run_all() -> Result<(), String> {
     tools::ensure_thumb_target()?;
     tools::ensure_qemu()?;
     let imgtool = tools::ensure_imgtool()?;
@@ -33,7 +33,7 @@ pub fn run_all(_args: &[String]) -> Result<(), String> {
     ]))?;
 
     eprintln!("xtask: [2/4] firmware for the QEMU tests");
-    crate::firmware::build_all()?;
+    xtask::firmware::build_all()?;
 
     eprintln!("xtask: [3/4] cargo test --workspace");
     run(cargo()

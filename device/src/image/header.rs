@@ -20,12 +20,33 @@ use core::fmt;
 pub const IMAGE_MAGIC: u32 = 0x96f3_b83d;
 /// Size of the fixed header fields; `hdr_size` may be larger (zero padding up to the vectors).
 pub const HEADER_SIZE: usize = 32;
+/// `IMAGE_F_PIC`: position-independent code (informational; not used by twinbank).
+pub const FLAG_PIC: u32 = 0x0000_0001;
+/// `IMAGE_F_RAM_LOAD`: the image is copied to RAM before it runs (not supported by twinbank).
+pub const FLAG_RAM_LOAD: u32 = 0x0000_0020;
 /// `IMAGE_F_ROM_FIXED`: the image only runs at `load_addr` (our bank binding).
 pub const FLAG_ROM_FIXED: u32 = 0x0000_0100;
 /// `IMAGE_F_NON_BOOTABLE`: a data image (refused by the bootloader).
 pub const FLAG_NON_BOOTABLE: u32 = 0x0000_0010;
 /// `IMAGE_F_ENCRYPTED_*`: encrypted payloads are not supported (refused).
 pub const FLAGS_ENCRYPTED: u32 = 0x0000_0004 | 0x0000_0008 | 0x0000_0400;
+
+/// The header flags by name, as `imgtool` and MCUboot call them (for tools that print headers).
+pub const FLAG_NAMES: [(u32, &str); 5] = [
+    (FLAG_PIC, "PIC"),
+    (FLAGS_ENCRYPTED, "ENCRYPTED"),
+    (FLAG_NON_BOOTABLE, "NON_BOOTABLE"),
+    (FLAG_RAM_LOAD, "RAM_LOAD"),
+    (FLAG_ROM_FIXED, "ROM_FIXED"),
+];
+
+/// The names of the flags set in `flags` (see [`FLAG_NAMES`]).
+pub fn flag_names(flags: u32) -> impl Iterator<Item = &'static str> {
+    FLAG_NAMES
+        .into_iter()
+        .filter(move |(bits, _)| flags & bits != 0)
+        .map(|(_, name)| name)
+}
 
 /// An image version, `major.minor.revision+build`.
 #[derive(
@@ -104,6 +125,8 @@ impl fmt::Display for VersionParseError {
     }
 }
 
+impl core::error::Error for VersionParseError {}
+
 impl core::str::FromStr for Version {
     type Err = VersionParseError;
 
@@ -160,6 +183,19 @@ pub enum HeaderError {
     /// `hdr_size` is smaller than the 32 fixed bytes.
     HeaderSizeTooSmall(u16),
 }
+
+impl fmt::Display for HeaderError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HeaderError::BadMagic(m) => write!(f, "not an MCUboot image (header magic {m:#010x})"),
+            HeaderError::HeaderSizeTooSmall(s) => {
+                write!(f, "header size {s} is smaller than the 32-byte header")
+            }
+        }
+    }
+}
+
+impl core::error::Error for HeaderError {}
 
 impl ImageHeader {
     /// Decodes the fixed header fields.

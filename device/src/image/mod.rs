@@ -18,18 +18,19 @@ pub mod tlv;
 mod verify;
 
 #[cfg(feature = "std")]
+#[cfg_attr(docsrs, doc(cfg(feature = "std")))]
 pub mod encode;
 
 pub use header::{
-    HeaderError, ImageHeader, Version, VersionParseError, FLAGS_ENCRYPTED, FLAG_NON_BOOTABLE,
-    FLAG_ROM_FIXED, HEADER_SIZE, IMAGE_MAGIC,
+    flag_names, HeaderError, ImageHeader, Version, VersionParseError, FLAGS_ENCRYPTED, FLAG_NAMES,
+    FLAG_NON_BOOTABLE, FLAG_PIC, FLAG_RAM_LOAD, FLAG_ROM_FIXED, HEADER_SIZE, IMAGE_MAGIC,
 };
 pub use manifest::{Manifest, MAX_ANNOUNCED_TLVS};
 pub use sha256::{Sha256Engine, SoftSha256};
 pub use verify::{
     check_manifest, check_unprotected, check_unprotected_with, hash_range, hash_range_with,
-    read_header, read_protected, verify_image, verify_image_with, ProtectedInfo, VerifiedImage,
-    VerifyParams, SPKI_LEN,
+    read_header, read_protected, verify_image, verify_image_with, KeyName, KeySelector,
+    ProtectedInfo, SignatureCheck, SignatureOutcome, VerifiedImage, VerifyParams, SPKI_LEN,
 };
 
 /// A 16-byte UUID as stored in the vendor/class TLVs (RFC 4122 byte order, as `imgtool` writes).
@@ -197,6 +198,8 @@ impl ImageError {
     }
 }
 
+impl core::error::Error for ImageError {}
+
 impl fmt::Display for ImageError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
@@ -241,7 +244,7 @@ impl fmt::Display for ImageError {
             }
             ImageError::SecurityCounterTooLow { image, minimum } => write!(
                 f,
-                "downgrade refused: security counter {image} is below the minimum {minimum}"
+                "downgrade: security counter {image} is below the minimum {minimum}"
             ),
             ImageError::MissingHash => f.write_str("image has no SHA-256 TLV"),
             ImageError::HashMismatch => {

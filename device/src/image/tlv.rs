@@ -25,6 +25,20 @@ pub const TLV_SHA256: u16 = 0x10;
 pub const TLV_ED25519: u16 = 0x24;
 /// Marks an `imgtool --pure` image (signature over the whole image, not the digest).
 pub const TLV_SIG_PURE: u16 = 0x25;
+/// SHA-384 of the image (not produced or checked by twinbank).
+pub const TLV_SHA384: u16 = 0x11;
+/// SHA-512 of the image (not produced or checked by twinbank).
+pub const TLV_SHA512: u16 = 0x12;
+/// RSA-2048 PSS signature (not supported by twinbank).
+pub const TLV_RSA2048_PSS: u16 = 0x20;
+/// ECDSA signature (not supported by twinbank).
+pub const TLV_ECDSA_SIG: u16 = 0x22;
+/// RSA-3072 PSS signature (not supported by twinbank).
+pub const TLV_RSA3072_PSS: u16 = 0x23;
+/// Dependency on another image (multi-image MCUboot; ignored by twinbank).
+pub const TLV_DEPENDENCY: u16 = 0x40;
+/// Measured-boot record (ignored by twinbank).
+pub const TLV_BOOT_RECORD: u16 = 0x60;
 /// Security counter (u32 LE), protected.
 pub const TLV_SEC_CNT: u16 = 0x50;
 /// Vendor UUID (16 bytes), protected. MCUboot's `IMAGE_TLV_UUID_VID` is 0x74 (what `imgtool
@@ -32,6 +46,28 @@ pub const TLV_SEC_CNT: u16 = 0x50;
 pub const TLV_VENDOR_ID: u16 = 0x74;
 /// Class (hardware) UUID (16 bytes), protected (`IMAGE_TLV_UUID_CID`, 0x75).
 pub const TLV_CLASS_ID: u16 = 0x75;
+
+/// The MCUboot name of a TLV type (`IMAGE_TLV_<name>`), for tools that print TLVs.
+pub fn tlv_name(kind: u16) -> Option<&'static str> {
+    Some(match kind {
+        TLV_KEYHASH => "KEYHASH",
+        TLV_PUBKEY => "PUBKEY",
+        TLV_SHA256 => "SHA256",
+        TLV_SHA384 => "SHA384",
+        TLV_SHA512 => "SHA512",
+        TLV_RSA2048_PSS => "RSA2048_PSS",
+        TLV_ECDSA_SIG => "ECDSA_SIG",
+        TLV_RSA3072_PSS => "RSA3072_PSS",
+        TLV_ED25519 => "ED25519",
+        TLV_SIG_PURE => "SIG_PURE",
+        TLV_DEPENDENCY => "DEPENDENCY",
+        TLV_SEC_CNT => "SEC_CNT",
+        TLV_BOOT_RECORD => "BOOT_RECORD",
+        TLV_VENDOR_ID => "UUID_VID",
+        TLV_CLASS_ID => "UUID_CID",
+        _ => return None,
+    })
+}
 
 /// One entry: its type and where its value lies in flash.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

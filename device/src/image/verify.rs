@@ -14,8 +14,8 @@
 //! Step 3 reads values the signature has not vouched for yet; that is fine because it can only
 //! refuse. Acceptance needs every step. No trusted key configured: refused (fail closed).
 //!
-//! Stack: a 256-byte read buffer plus `ed25519-dalek`'s `verify_strict` (≈ 7.5 KB measured on
-//! Cortex-M3, see docs/design.md).
+//! Stack: a 256-byte read buffer plus `ed25519-dalek`'s `verify_strict`, which dominates the
+//! shim's measured 9 344 B peak (BENCHMARKS.md, docs/design.md).
 
 use super::header::{ImageHeader, FLAGS_ENCRYPTED, FLAG_NON_BOOTABLE, HEADER_SIZE};
 use super::sha256::{Sha256Engine, SoftSha256};
@@ -220,9 +220,9 @@ pub fn verify_image_with<F: ReadNorFlash, H: Sha256Engine>(
 
 /// Checks the unprotected TLV area at `offset` (ending at or before `limit`) against `digest`:
 /// its SHA-256 TLV must equal `digest` and it must hold a valid Ed25519 signature of `digest` by
-/// a trusted key (see the module documentation for how the key is chosen). Returns the area's
-/// size. Used on a bank by [`verify_image`] (with the digest it computed) and, before anything
-/// is erased, on an upload's announced TLVs (with the digest they announce).
+/// a trusted key ([`KeySelector`] chooses the key). Returns the area's size. Used on a bank by
+/// [`verify_image`] (with the digest it computed) and, before anything is erased, on an upload's
+/// announced TLVs (with the digest they announce).
 pub fn check_unprotected<F: ReadNorFlash>(
     flash: &mut F,
     offset: u32,
@@ -255,8 +255,7 @@ pub fn check_unprotected_with<F: ReadNorFlash, H: Sha256Engine>(
     let (mut tlvs, total) = TlvIter::open(flash, offset, limit, TLV_INFO_MAGIC)?;
     let mut hash_seen = false;
     let mut outcome = SignatureOutcome::NoSignature;
-    let mut named_key: Option<usize> = None;
-    let mut key_named = false;
+    let mut selector = KeySelector::new(keys);
     while let Some(e) = tlvs.next(flash)? {
         match e.kind {
             TLV_SHA256 => {
@@ -268,42 +267,11 @@ pub fn check_unprotected_with<F: ReadNorFlash, H: Sha256Engine>(
                 hash_seen = true;
             }
             TLV_SIG_PURE => return Err(ImageError::PureSignature),
-            TLV_KEYHASH if e.len != 32 => {
-                // A hash we do not compute (SHA-384/512): names a key we cannot match.
-                key_named = true;
-                named_key = None;
+            _ => {
+                if let Some(check) = selector.entry_with(flash, &e, digest, engine)? {
+                    outcome = outcome.best(check.outcome);
+                }
             }
-            TLV_KEYHASH => {
-                let mut v = [0u8; 32];
-                e.read_value(flash, &mut v)?;
-                key_named = true;
-                named_key = keys.iter().position(|k| k.keyhash_with(engine) == v);
-            }
-            TLV_PUBKEY => {
-                let mut v = [0u8; SPKI_LEN];
-                e.read_value(flash, &mut v)?;
-                key_named = true;
-                named_key = keys.iter().position(|k| k.spki() == v);
-            }
-            TLV_ED25519 => {
-                let mut v = [0u8; 64];
-                e.read_value(flash, &mut v)?;
-                let sig = Signature::from_bytes(&v);
-                let result = if key_named {
-                    match named_key.and_then(|i| keys.get(i)) {
-                        Some(k) => check_signature(k, digest, &sig),
-                        None => SignatureOutcome::UntrustedKey,
-                    }
-                } else {
-                    keys.iter()
-                        .map(|k| check_signature(k, digest, &sig))
-                        .fold(SignatureOutcome::UntrustedKey, SignatureOutcome::best)
-                };
-                outcome = outcome.best(result);
-                key_named = false;
-                named_key = None;
-            }
-            _ => {}
         }
     }
     if !hash_seen {
@@ -352,24 +320,141 @@ struct AlignedChunk([u8; HASH_CHUNK]);
 /// Length of an Ed25519 DER SubjectPublicKeyInfo.
 pub const SPKI_LEN: usize = 44;
 
-/// Best result seen over all signature TLVs, ordered from worst to best for error reporting.
+/// How a signature fared, ordered from worst to best (over several signature TLVs the best
+/// counts).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum SignatureOutcome {
+pub enum SignatureOutcome {
+    /// No signature TLV at all.
     NoSignature,
+    /// Signed by a key that is not trusted (the named key is unknown).
     UntrustedKey,
+    /// The named trusted key (or, when none is named, every trusted key) does not verify it.
     Invalid,
+    /// A trusted key verifies the signature.
     Valid,
 }
 
 impl SignatureOutcome {
-    fn best(self, other: SignatureOutcome) -> SignatureOutcome {
+    /// The better of two outcomes.
+    pub fn best(self, other: SignatureOutcome) -> SignatureOutcome {
         self.max(other)
     }
 }
 
-fn check_signature(key: &TrustedKey, digest: &[u8; 32], sig: &Signature) -> SignatureOutcome {
-    match VerifyingKey::from_bytes(&key.0) {
-        Ok(vk) if vk.verify_strict(digest, sig).is_ok() => SignatureOutcome::Valid,
-        _ => SignatureOutcome::Invalid,
+/// Which key a signature TLV was made with, as the TLV before it says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyName {
+    /// No KEYHASH or PUBKEY TLV named the key: every trusted key is tried.
+    NotNamed,
+    /// The named key is the trusted key at this index.
+    Trusted(usize),
+    /// The named key is not among the trusted keys (or its hash is not SHA-256).
+    Untrusted,
+}
+
+/// One checked signature TLV.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SignatureCheck {
+    /// The key the image names for this signature.
+    pub named: KeyName,
+    /// The result.
+    pub outcome: SignatureOutcome,
+    /// Index of the trusted key that verified the signature, if one did.
+    pub verified_by: Option<usize>,
+}
+
+/// The key selection of verification, over the entries of the unprotected TLV area in order: a
+/// KEYHASH (0x01) or PUBKEY (0x02) entry names the key of the next Ed25519 (0x24) signature,
+/// which is then checked with that trusted key only (`verify_strict` of the digest); without a
+/// name every trusted key is tried. [`verify_image`] and tools that report each signature use
+/// this one implementation.
+#[derive(Debug, Clone, Copy)]
+pub struct KeySelector<'k> {
+    keys: &'k [TrustedKey],
+    named: KeyName,
+}
+
+impl<'k> KeySelector<'k> {
+    /// A selector over the trusted `keys`.
+    pub fn new(keys: &'k [TrustedKey]) -> KeySelector<'k> {
+        KeySelector {
+            keys,
+            named: KeyName::NotNamed,
+        }
+    }
+
+    /// Feeds the next unprotected TLV entry; returns the check of a signature entry, `None` for
+    /// other entries. `digest` is the image digest the signatures sign.
+    pub fn entry<F: ReadNorFlash>(
+        &mut self,
+        flash: &mut F,
+        e: &TlvEntry,
+        digest: &[u8; 32],
+    ) -> Result<Option<SignatureCheck>, ImageError> {
+        self.entry_with(flash, e, digest, &mut SoftSha256::default())
+    }
+
+    /// [`KeySelector::entry`] hashing key names through `engine`.
+    pub fn entry_with<F: ReadNorFlash, H: Sha256Engine>(
+        &mut self,
+        flash: &mut F,
+        e: &TlvEntry,
+        digest: &[u8; 32],
+        engine: &mut H,
+    ) -> Result<Option<SignatureCheck>, ImageError> {
+        match e.kind {
+            TLV_KEYHASH if e.len != 32 => {
+                // A hash we do not compute (SHA-384/512): names a key we cannot match.
+                self.named = KeyName::Untrusted;
+            }
+            TLV_KEYHASH => {
+                let mut v = [0u8; 32];
+                e.read_value(flash, &mut v)?;
+                self.named = self.name(self.keys.iter().position(|k| k.keyhash_with(engine) == v));
+            }
+            TLV_PUBKEY => {
+                let mut v = [0u8; SPKI_LEN];
+                e.read_value(flash, &mut v)?;
+                self.named = self.name(self.keys.iter().position(|k| k.spki() == v));
+            }
+            TLV_ED25519 => {
+                let mut v = [0u8; 64];
+                e.read_value(flash, &mut v)?;
+                let check = self.check(&Signature::from_bytes(&v), digest);
+                self.named = KeyName::NotNamed;
+                return Ok(Some(check));
+            }
+            _ => {}
+        }
+        Ok(None)
+    }
+
+    fn name(&self, index: Option<usize>) -> KeyName {
+        index.map_or(KeyName::Untrusted, KeyName::Trusted)
+    }
+
+    fn check(&self, sig: &Signature, digest: &[u8; 32]) -> SignatureCheck {
+        let verifies = |k: &TrustedKey| {
+            VerifyingKey::from_bytes(&k.0).is_ok_and(|vk| vk.verify_strict(digest, sig).is_ok())
+        };
+        let (outcome, verified_by) = match self.named {
+            KeyName::Untrusted => (SignatureOutcome::UntrustedKey, None),
+            KeyName::Trusted(i) => match self.keys.get(i) {
+                Some(k) if verifies(k) => (SignatureOutcome::Valid, Some(i)),
+                _ => (SignatureOutcome::Invalid, None),
+            },
+            KeyName::NotNamed => match self.keys.iter().position(verifies) {
+                Some(i) => (SignatureOutcome::Valid, Some(i)),
+                // Every trusted key tried and none verifies (as before the selector existed:
+                // reported as an invalid signature when there is a key to check with).
+                None if self.keys.is_empty() => (SignatureOutcome::UntrustedKey, None),
+                None => (SignatureOutcome::Invalid, None),
+            },
+        };
+        SignatureCheck {
+            named: self.named,
+            outcome,
+            verified_by,
+        }
     }
 }

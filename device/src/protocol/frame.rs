@@ -35,6 +35,8 @@ impl core::fmt::Display for FrameError {
     }
 }
 
+impl core::error::Error for FrameError {}
+
 /// Encodes `msg` as a complete frame (delimiter included) into `out`; returns its length.
 /// `scratch` holds the message before COBS ([`MAX_MESSAGE`] bytes suffice).
 pub fn encode_frame<T: Serialize>(
@@ -79,8 +81,9 @@ pub fn decode_frame<'a, T: Deserialize<'a>>(frame: &'a mut [u8]) -> Result<T, Fr
 /// Collects bytes from a stream into frames, in a fixed buffer.
 #[derive(Debug)]
 pub struct FrameDecoder {
-    buf: [u8; MAX_MESSAGE],
-    len: usize,
+    buf: heapless::Vec<u8, MAX_MESSAGE>,
+    /// The buffer holds a complete frame (handed out by `frame`); the next byte starts a new one.
+    ready: bool,
     overflow: bool,
 }
 
@@ -94,8 +97,8 @@ impl FrameDecoder {
     /// An empty decoder.
     pub const fn new() -> Self {
         FrameDecoder {
-            buf: [0; MAX_MESSAGE],
-            len: 0,
+            buf: heapless::Vec::new(),
+            ready: false,
             overflow: false,
         }
     }
@@ -104,21 +107,24 @@ impl FrameDecoder {
     /// ready in [`FrameDecoder::frame`], or `Some(Err(Oversized))` when the frame overflowed and
     /// was dropped. Empty frames (two delimiters in a row) are ignored.
     pub fn push(&mut self, byte: u8) -> Option<Result<usize, FrameError>> {
-        if byte == DELIMITER {
-            let len = self.len;
-            let overflow = self.overflow;
-            self.len = 0;
-            self.overflow = false;
-            return match (overflow, len) {
-                (true, _) => Some(Err(FrameError::Oversized)),
-                (false, 0) => None,
-                (false, n) => Some(Ok(n)),
-            };
+        if self.ready {
+            self.buf.clear();
+            self.ready = false;
         }
-        if self.len < self.buf.len() {
-            self.buf[self.len] = byte;
-            self.len += 1;
-        } else {
+        if byte == DELIMITER {
+            let overflow = self.overflow;
+            self.overflow = false;
+            if overflow {
+                self.buf.clear();
+                return Some(Err(FrameError::Oversized));
+            }
+            if self.buf.is_empty() {
+                return None;
+            }
+            self.ready = true;
+            return Some(Ok(self.buf.len()));
+        }
+        if self.buf.push(byte).is_err() {
             self.overflow = true;
         }
         None
@@ -126,6 +132,7 @@ impl FrameDecoder {
 
     /// The frame bytes after `push` returned `Some(Ok(len))`; valid until the next `push`.
     pub fn frame(&mut self, len: usize) -> &mut [u8] {
-        &mut self.buf[..len.min(MAX_MESSAGE)]
+        let n = len.min(self.buf.len());
+        &mut self.buf[..n]
     }
 }

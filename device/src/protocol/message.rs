@@ -65,7 +65,8 @@ pub enum Request<'a> {
 
 impl<'a> Request<'a> {
     /// The `UploadBegin` request announcing the complete image `image` (its parts are slices of
-    /// it). Refused like the device would refuse it when the image is malformed.
+    /// it): what a host sends before the first chunk. Refused like the device would refuse it
+    /// when the image is malformed.
     pub fn upload_begin(image: &'a [u8]) -> Result<Request<'a>, crate::ImageError> {
         let manifest = crate::Manifest::from_image(image)?;
         let prot_start = manifest.header.tlv_offset() as usize;
@@ -82,6 +83,17 @@ impl<'a> Request<'a> {
             }),
             _ => Err(crate::ImageError::Truncated),
         }
+    }
+
+    /// The `UploadChunk` request carrying `image[offset..offset + len]` (shortened at the end of
+    /// the image); `None` when `offset` is past the end.
+    pub fn upload_chunk(image: &'a [u8], offset: u32, len: usize) -> Option<Request<'a>> {
+        let start = usize::try_from(offset).ok()?;
+        let end = start.checked_add(len)?.min(image.len());
+        Some(Request::UploadChunk {
+            offset,
+            data: image.get(start..end)?,
+        })
     }
 }
 
@@ -141,6 +153,8 @@ pub enum RemoteError {
     /// A chunk larger than the device accepts.
     ChunkTooLarge,
 }
+
+impl core::error::Error for RemoteError {}
 
 impl core::fmt::Display for RemoteError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {

@@ -10,10 +10,9 @@ use link::Endpoint;
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
-use twinbank::flash::SliceFlash;
+use twinbank::image::{check_manifest, VerifyParams};
 use twinbank::protocol::message::{DeviceInfo, RemoteError, Request, Response};
-use twinbank::update::Manifest;
-use twinbank::{Bank, BankState, BootState, ImageError, UpdateError};
+use twinbank::{Bank, BankState, BootState, DeviceIds, ImageError, Manifest, UpdateError};
 
 /// `twinbank serial …` options.
 #[derive(clap::Args, Debug)]
@@ -92,12 +91,18 @@ fn link_error(e: ClientError) -> CliError {
     CliError::input(e.to_string())
 }
 
+/// A refusal from the device. The error line says "refused" once (see `error_line`), so the
+/// device's own wording is kept without a second "refused".
 fn remote(e: RemoteError) -> CliError {
     match e {
         RemoteError::Update(UpdateError::Image(i)) => {
-            CliError::refused(format!("device refused the image: {i}"))
+            CliError::refused(format!("the device does not take the image: {i}"))
         }
-        other => CliError::refused(format!("device refused: {other}")),
+        other => {
+            let msg = other.to_string();
+            let msg = msg.strip_prefix("refused: ").unwrap_or(&msg).to_string();
+            CliError::refused(format!("device: {msg}"))
+        }
     }
 }
 
@@ -145,7 +150,7 @@ fn bank_json(b: &BankState) -> serde_json::Value {
     v
 }
 
-fn print_status(s: &Option<BootState>, json: bool) {
+fn print_status(s: &Option<BootState>, running: Bank, json: bool) {
     let Some(s) = s else {
         if json {
             println!("{}", serde_json::json!({ "provisioned": false }));
@@ -157,6 +162,7 @@ fn print_status(s: &Option<BootState>, json: bool) {
     if json {
         let v = serde_json::json!({
             "provisioned": true,
+            "running": running.to_string(),
             "preferred": s.preferred.to_string(),
             "min_security_counter": s.min_security_counter,
             "banks": { "A": bank_json(s.bank(Bank::A)), "B": bank_json(s.bank(Bank::B)) },
@@ -164,14 +170,14 @@ fn print_status(s: &Option<BootState>, json: bool) {
         println!("{v}");
         return;
     }
-    println!("bank  status      version        counter  attempts  digest");
+    println!("bank  running  status      version        counter  attempts  digest");
     for bank in Bank::ALL {
         let b = s.bank(bank);
         let (ver, cnt, dig) = match b.image() {
             Some(i) => (
                 i.version.to_string(),
                 i.security_counter.to_string(),
-                hex(&i.digest[..8]),
+                format!("{}…", hex(&i.digest[..8])),
             ),
             None => ("-".into(), "-".into(), "-".into()),
         };
@@ -180,73 +186,58 @@ fn print_status(s: &Option<BootState>, json: bool) {
             _ => "-".into(),
         };
         let mark = if s.preferred == bank { "*" } else { " " };
+        let run = if running == bank { "yes" } else { "-" };
         println!(
-            "{bank}{mark}    {:<11} {ver:<14} {cnt:<8} {att:<9} {dig}…",
+            "{bank}{mark}    {run:<8} {:<11} {ver:<14} {cnt:<8} {att:<9} {dig}",
             b.status_name()
         );
     }
     println!(
-        "preferred: {} (*), minimum security counter: {}",
+        "running: {running}, preferred: {} (*), minimum security counter: {}",
         s.preferred, s.min_security_counter
     );
 }
 
-/// Checks, before sending anything, that the device would take the image.
+/// Checks, before sending anything, that the device would take the image: the device crate's
+/// own manifest check ([`check_manifest`]: flags, size, bank binding, ids, counter) with what the
+/// device reported about itself. Returns the bank the image goes to.
 fn precheck(m: &Manifest, info: &DeviceInfo, state: &Option<BootState>) -> Result<Bank, CliError> {
     let target = info.running.other();
-    let refuse =
-        |e: ImageError| CliError::refused(format!("the device would refuse this image: {e}"));
-    let addr = info.bank_addresses[target.index()];
-    if !m.header.rom_fixed() {
-        return Err(refuse(ImageError::NotBankBound));
-    }
-    if m.header.load_addr != addr {
-        let other = info.bank_addresses[info.running.index()];
-        let hint = if m.header.load_addr == other {
-            format!(
-                " (it is linked for bank {}, which is running; sign it for bank {target})",
-                info.running
-            )
-        } else {
-            String::new()
-        };
-        return Err(CliError::refused(format!(
-            "the device would refuse this image: linked for {:#010x} but the inactive bank {target} is at {addr:#010x}{hint}",
-            m.header.load_addr
-        )));
-    }
-    if m.total_len > info.bank_size {
-        return Err(refuse(ImageError::DoesNotFit {
+    let params = VerifyParams {
+        offset: 0,
+        capacity: info.bank_size,
+        bank_address: info.bank_addresses[target.index()],
+        keys: &[],
+        ids: DeviceIds {
+            vendor: info.vendor_id,
+            class: info.class_id,
+        },
+        min_security_counter: state.as_ref().map_or(0, |s| s.min_security_counter),
+    };
+    let fits = if m.total_len > info.bank_size {
+        Err(ImageError::DoesNotFit {
             needed: m.total_len,
             capacity: info.bank_size,
-        }));
-    }
-    if let Some(v) = info.vendor_id {
-        if m.protected.vendor_id != Some(v) {
-            return Err(refuse(if m.protected.vendor_id.is_none() {
-                ImageError::MissingVendorId
-            } else {
-                ImageError::VendorIdMismatch
-            }));
-        }
-    }
-    if let Some(c) = info.class_id {
-        if m.protected.class_id != Some(c) {
-            return Err(refuse(if m.protected.class_id.is_none() {
-                ImageError::MissingClassId
-            } else {
-                ImageError::ClassIdMismatch
-            }));
-        }
-    }
-    if let Some(s) = state {
-        if m.protected.security_counter < s.min_security_counter {
-            return Err(refuse(ImageError::SecurityCounterTooLow {
-                image: m.protected.security_counter,
-                minimum: s.min_security_counter,
-            }));
-        }
-    }
+        })
+    } else {
+        Ok(())
+    };
+    fits.and_then(|()| check_manifest(&m.header, &m.protected, &params))
+        .map_err(|e| {
+            let hint = match e {
+                ImageError::WrongBank { linked_for, .. }
+                    if linked_for == info.bank_addresses[info.running.index()] =>
+                {
+                    format!(
+                        " (it is linked for bank {}, which is running; sign it for bank {target})",
+                        info.running
+                    )
+                }
+                ImageError::WrongBank { .. } => format!(" (the inactive bank is {target})"),
+                _ => String::new(),
+            };
+            CliError::refused(format!("the device would not take this image: {e}{hint}"))
+        })?;
     Ok(target)
 }
 
@@ -300,123 +291,169 @@ impl Progress {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn upload(
-    c: &mut Client,
-    path: &PathBuf,
+/// What `upload` was asked to do.
+struct UploadOptions {
     activate: bool,
     reboot: bool,
     wait_confirm: bool,
     wait_timeout: f64,
     chunk: usize,
     json: bool,
-) -> Result<(), CliError> {
-    let image =
+}
+
+/// An image read from a file and checked against the device.
+struct Staged {
+    bytes: Vec<u8>,
+    manifest: Manifest,
+    target: Bank,
+}
+
+/// Reads the image and checks it against the device before anything is sent.
+fn stage(c: &mut Client, path: &std::path::Path) -> Result<Staged, CliError> {
+    let mut bytes =
         std::fs::read(path).map_err(|e| CliError::input(format!("{}: {e}", path.display())))?;
-    let m = Manifest::read(&mut SliceFlash(&image), image.len() as u32)
+    let manifest = Manifest::from_image(&bytes)
         .map_err(|e| CliError::input(format!("{}: not a signed image: {e}", path.display())))?;
-    let image = &image[..m.total_len as usize];
+    bytes.truncate(manifest.total_len as usize);
     let info = info(c)?;
     let state = status(c)?;
-    let target = precheck(&m, &info, &state).map_err(|e| e.context_file(path))?;
-    let chunk = chunk.clamp(16, info.max_chunk as usize);
-    let begin = Request::upload_begin(image)
-        .map_err(|e| CliError::input(format!("{}: not a signed image: {e}", path.display())))?;
-    let next = match c.call(&begin).map_err(link_error)? {
-        Response::NextOffset(n) => n as usize,
-        r => return Err(unexpected(r)),
-    };
+    let target = precheck(&manifest, &info, &state).map_err(|e| e.context_file(path))?;
+    Ok(Staged {
+        bytes,
+        manifest,
+        target,
+    })
+}
+
+/// Sends `UploadBegin`; the device answers where to start (0, or where an upload stopped).
+fn begin(c: &mut Client, begin: &Request<'_>) -> Result<usize, CliError> {
+    match c.call(begin).map_err(link_error)? {
+        Response::NextOffset(n) => Ok(n as usize),
+        r => Err(unexpected(r)),
+    }
+}
+
+/// Verifies and activates the uploaded image; starts over once when resumed bytes turn out to
+/// belong to another image with the same header.
+fn activate(
+    c: &mut Client,
+    up: &Staged,
+    begin_req: &Request<'_>,
+    chunk: usize,
+    resumed: usize,
+    path: &std::path::Path,
+) -> Result<twinbank::Version, CliError> {
+    let mut answer = c.call(&Request::UploadFinish).map_err(link_error)?;
+    if resumed > 0 && resumed_over_other_bytes(&answer) {
+        // The device recorded the bank empty again, so a new begin starts from zero.
+        eprintln!(
+            "upload: the resumed bytes did not match this image; uploading it again from the start"
+        );
+        let next = begin(c, begin_req)?;
+        let mut progress = Progress::new(up.bytes.len() as u64);
+        transfer(c, begin_req, &up.bytes, chunk, next, next, &mut progress)?;
+        answer = c.call(&Request::UploadFinish).map_err(link_error)?;
+    }
+    match answer {
+        Response::Activated(v) => {
+            eprintln!(
+                "upload: verified and activated {v} in bank {} (runs on trial after reboot)",
+                up.target
+            );
+            Ok(v)
+        }
+        r => Err(unexpected(r).prefix(&path.display().to_string())),
+    }
+}
+
+/// After a reboot: waits until the new image is confirmed (Ok) or rolled back (refused).
+fn wait_confirm(c: &mut Client, up: &Staged, timeout: f64) -> Result<(), CliError> {
+    let deadline = Instant::now() + Duration::from_secs_f64(timeout);
+    std::thread::sleep(Duration::from_millis(300));
+    loop {
+        if Instant::now() > deadline {
+            return Err(CliError::refused("the new image did not confirm in time"));
+        }
+        if let Ok(Response::Status(Some(s))) = c.call(&Request::Status) {
+            match s.bank(up.target) {
+                BankState::Confirmed(i) if i.digest == up.manifest.digest => {
+                    eprintln!("upload: bank {} confirmed {}", up.target, i.version);
+                    return Ok(());
+                }
+                BankState::Rejected(_) => {
+                    return Err(CliError::refused(format!(
+                        "the new image was rejected; the device rolled back to bank {}",
+                        s.preferred
+                    )));
+                }
+                _ => {}
+            }
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+/// `upload`: stage, begin, transfer, then activate / reboot / wait as asked.
+fn upload(c: &mut Client, path: &std::path::Path, o: &UploadOptions) -> Result<(), CliError> {
+    let up = stage(c, path)?;
+    let info_chunk = info(c)?.max_chunk as usize;
+    let chunk = o.chunk.clamp(16, info_chunk);
+    let begin_req = Request::upload_begin(&up.bytes)
+        .map_err(|e| CliError::input(format!("{}: {e}", path.display())))?;
+    let next = begin(c, &begin_req)?;
     let resumed = next;
     if resumed > 0 {
-        eprintln!("upload: resuming at byte {resumed} of {}", image.len());
+        eprintln!("upload: resuming at byte {resumed} of {}", up.bytes.len());
     }
     eprintln!(
-        "upload: {} ({}, {} bytes) → bank {target}",
+        "upload: {} ({}, {} bytes) → bank {}",
         path.display(),
-        m.header.version,
-        image.len()
+        up.manifest.header.version,
+        up.bytes.len(),
+        up.target
     );
-    let mut progress = Progress::new(image.len() as u64);
+    let mut progress = Progress::new(up.bytes.len() as u64);
     let started = Instant::now();
     let sent_before = c.bytes_sent;
-    transfer(c, &begin, image, chunk, next, resumed, &mut progress)?;
-    let activate = activate || reboot || wait_confirm;
-    let mut activated = None;
-    if activate {
-        let mut answer = c.call(&Request::UploadFinish).map_err(link_error)?;
-        if resumed > 0 && resumed_over_other_bytes(&answer) {
-            // The bytes already in the bank belonged to another image with the same header; the
-            // device erased its first sector, so a new begin starts from zero.
-            eprintln!("upload: the resumed bytes did not match this image; uploading it again from the start");
-            let next = match c.call(&begin).map_err(link_error)? {
-                Response::NextOffset(n) => n as usize,
-                r => return Err(unexpected(r)),
-            };
-            transfer(
-                c,
-                &begin,
-                image,
-                chunk,
-                next,
-                next,
-                &mut Progress::new(image.len() as u64),
-            )?;
-            answer = c.call(&Request::UploadFinish).map_err(link_error)?;
-        }
-        match answer {
-            Response::Activated(v) => {
-                eprintln!("upload: verified and activated {v} in bank {target} (runs on trial after reboot)");
-                activated = Some(v);
-            }
-            r => return Err(unexpected(r).prefix(&path.display().to_string())),
-        }
-    }
-    let secs = started.elapsed().as_secs_f64();
-    let wire = c.bytes_sent - sent_before;
-    let sent_payload = image.len() - resumed;
-    let ratio = if wire > 0 {
-        sent_payload as f64 / wire as f64
+    transfer(
+        c,
+        &begin_req,
+        &up.bytes,
+        chunk,
+        next,
+        resumed,
+        &mut progress,
+    )?;
+    let activated = if o.activate || o.reboot || o.wait_confirm {
+        Some(activate(c, &up, &begin_req, chunk, resumed, path)?)
     } else {
-        1.0
+        None
     };
-    if json {
+    if o.json {
+        let secs = started.elapsed().as_secs_f64();
+        let wire = c.bytes_sent - sent_before;
+        let sent_payload = up.bytes.len() - resumed;
+        let ratio = if wire > 0 {
+            sent_payload as f64 / wire as f64
+        } else {
+            1.0
+        };
         println!(
             "{}",
             serde_json::json!({
-                "bank": target.to_string(), "version": m.header.version.to_string(), "bytes": image.len(),
-                "resumed_from": resumed, "wire_bytes": wire, "payload_ratio": ratio,
-                "seconds": secs, "kib_per_s": sent_payload as f64 / 1024.0 / secs.max(1e-6),
+                "bank": up.target.to_string(), "version": up.manifest.header.version.to_string(),
+                "bytes": up.bytes.len(), "resumed_from": resumed, "wire_bytes": wire,
+                "payload_ratio": ratio, "seconds": secs,
+                "kib_per_s": sent_payload as f64 / 1024.0 / secs.max(1e-6),
                 "activated": activated.is_some(),
             })
         );
     }
-    if reboot || wait_confirm {
+    if o.reboot || o.wait_confirm {
         do_reboot(c)?;
     }
-    if wait_confirm {
-        let deadline = Instant::now() + Duration::from_secs_f64(wait_timeout);
-        std::thread::sleep(Duration::from_millis(300));
-        loop {
-            if Instant::now() > deadline {
-                return Err(CliError::refused("the new image did not confirm in time"));
-            }
-            if let Ok(Response::Status(Some(s))) = c.call(&Request::Status) {
-                match s.bank(target) {
-                    BankState::Confirmed(i) if i.digest == m.digest => {
-                        eprintln!("upload: bank {target} confirmed {}", i.version);
-                        return Ok(());
-                    }
-                    BankState::Rejected(_) => {
-                        return Err(CliError::refused(format!(
-                            "the new image was rejected; the device rolled back to bank {}",
-                            s.preferred
-                        )));
-                    }
-                    _ => {}
-                }
-            }
-            std::thread::sleep(Duration::from_millis(300));
-        }
+    if o.wait_confirm {
+        wait_confirm(c, &up, o.wait_timeout)?;
     }
     Ok(())
 }
@@ -443,11 +480,8 @@ fn transfer(
     progress: &mut Progress,
 ) -> Result<(), CliError> {
     while next < image.len() {
-        let end = (next + chunk).min(image.len());
-        let req = Request::UploadChunk {
-            offset: next as u32,
-            data: &image[next..end],
-        };
+        let req = Request::upload_chunk(image, next as u32, chunk)
+            .ok_or_else(|| CliError::input(format!("the device asked for offset {next}")))?;
         match c.call(&req) {
             Ok(Response::NextOffset(n)) => next = n as usize,
             Ok(Response::Error(RemoteError::Update(UpdateError::NoUpload)))
@@ -498,8 +532,9 @@ pub fn run(a: SerialArgs) -> Result<(), CliError> {
     let mut c = Client::connect(endpoint, timeout, a.tries).map_err(link_error)?;
     match a.cmd {
         SerialCmd::Status => {
+            let running = info(&mut c)?.running;
             let s = status(&mut c)?;
-            print_status(&s, a.json);
+            print_status(&s, running, a.json);
             Ok(())
         }
         SerialCmd::Info => {
@@ -561,12 +596,14 @@ pub fn run(a: SerialArgs) -> Result<(), CliError> {
         } => upload(
             &mut c,
             &image,
-            activate,
-            reboot,
-            wait_confirm,
-            wait_timeout,
-            chunk,
-            a.json,
+            &UploadOptions {
+                activate,
+                reboot,
+                wait_confirm,
+                wait_timeout,
+                chunk,
+                json: a.json,
+            },
         ),
         SerialCmd::Confirm => match c.call(&Request::Confirm).map_err(link_error)? {
             Response::Done => {
@@ -582,44 +619,72 @@ pub fn run(a: SerialArgs) -> Result<(), CliError> {
             }
             r => Err(unexpected(r)),
         },
-        SerialCmd::Rollback { yes, reboot } => {
-            let i = info(&mut c)?;
-            let s = status(&mut c)?;
-            let other = i.running.other();
-            let what = s
-                .as_ref()
-                .map(|s| s.bank(other).to_string())
-                .unwrap_or_else(|| "unknown".into());
-            eprintln!(
-                "rollback: from bank {} ({}) to bank {other} ({what})",
-                i.running,
-                i.running_version
-                    .map(|v| v.to_string())
-                    .unwrap_or_else(|| "?".into())
-            );
-            if !yes
-                && std::io::stdin().is_terminal()
-                && !confirm_prompt("switch banks at the next reboot?")
-            {
-                return Err(CliError::input("rollback cancelled"));
-            }
-            match c.call(&Request::Rollback).map_err(link_error)? {
-                Response::SwitchedTo(bank, v) => {
-                    eprintln!("device: bank {bank} ({v}) boots after the next reboot");
-                    if a.json {
-                        println!(
-                            "{}",
-                            serde_json::json!({ "bank": bank.to_string(), "version": v.to_string() })
-                        );
-                    }
-                }
-                r => return Err(unexpected(r)),
-            }
-            if reboot {
-                do_reboot(&mut c)?;
-            }
-            Ok(())
-        }
+        SerialCmd::Rollback { yes, reboot } => rollback(&mut c, yes, reboot, a.json),
         SerialCmd::Reboot => do_reboot(&mut c),
     }
+}
+
+/// Why the device could not roll back to `other`, judged from its state before anything is
+/// sent; `None` when it can.
+fn no_rollback(s: &BootState, other: Bank) -> Option<String> {
+    match s.bank(other) {
+        BankState::Empty => Some(format!("nothing to roll back to: bank {other} is empty")),
+        BankState::Rejected(i) => Some(format!(
+            "nothing to roll back to: bank {other} holds the rejected {}",
+            i.version
+        )),
+        BankState::Pending { image, .. } => Some(format!(
+            "nothing to roll back to: bank {other} holds {} on trial, not a confirmed image",
+            image.version
+        )),
+        BankState::Confirmed(i) if i.security_counter < s.min_security_counter => Some(format!(
+            "nothing to roll back to: bank {other} holds {} with security counter {}, below the \
+             device's minimum {} (raised when a newer image was confirmed)",
+            i.version, i.security_counter, s.min_security_counter
+        )),
+        BankState::Receiving(r) => Some(format!(
+            "nothing to roll back to: bank {other} is receiving {} (an interrupted upload)",
+            r.image.version
+        )),
+        BankState::Confirmed(_) => None,
+    }
+}
+
+/// `rollback`: refused on the host when the other bank holds nothing to boot; otherwise says
+/// what it switches to, asks on a terminal, and sends the request.
+fn rollback(c: &mut Client, yes: bool, reboot: bool, json: bool) -> Result<(), CliError> {
+    let i = info(c)?;
+    let s = status(c)?.ok_or_else(|| remote(RemoteError::Update(UpdateError::NotProvisioned)))?;
+    let other = i.running.other();
+    if let Some(why) = no_rollback(&s, other) {
+        return Err(CliError::refused(why));
+    }
+    eprintln!(
+        "rollback: from bank {} ({}) to bank {other} ({})",
+        i.running,
+        i.running_version
+            .map(|v| v.to_string())
+            .unwrap_or_else(|| "?".into()),
+        s.bank(other)
+    );
+    if !yes && std::io::stdin().is_terminal() && !confirm_prompt("switch banks at the next reboot?")
+    {
+        return Err(CliError::input("rollback cancelled"));
+    }
+    match c.call(&Request::Rollback).map_err(link_error)? {
+        Response::SwitchedTo(bank, v) => {
+            eprintln!("device: bank {bank} ({v}) boots after the next reboot");
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({ "bank": bank.to_string(), "version": v.to_string() })
+                );
+            }
+        }
+        r => return Err(unexpected(r)),
+    }
+    if reboot {
+        do_reboot(c)?;
+    }
+    Ok(())
 }

@@ -69,7 +69,7 @@ fn check(offset: u32, len: usize) -> Result<(), FlashError> {
     }
 }
 
-/// `n` is a multiple of `size` (a power of two: checked by `twinbank::Layout::new`).
+/// `n` is a multiple of `size` (a power of two: checked when `twinbank::Layout` is built).
 fn aligned(n: usize, size: usize) -> bool {
     n & (size - 1) == 0
 }
@@ -134,7 +134,7 @@ impl ReadNorFlash for Flash {
         let mut i = 0usize;
         let word_aligned = (FLASH_BASE + offset) % 4 == (bytes.as_ptr() as u32) % 4;
         if word_aligned {
-            while i < bytes.len() && (offset as usize + i) % 4 != 0 {
+            while i < bytes.len() && !(offset as usize + i).is_multiple_of(4) {
                 bytes[i] = rd(offset + i as u32);
                 i += 1;
             }

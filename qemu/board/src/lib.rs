@@ -62,15 +62,16 @@ pub mod exit_code {
 /// The twinbank configuration of this board: layout, trusted keys, ids, attempts.
 pub fn config() -> Config<'static> {
     use consts::*;
-    let layout = match Layout::new(
-        FLASH_SIZE,
-        WRITE_SIZE as u32,
-        ERASE_SIZE as u32,
-        FLASH_BASE,
-        STATE,
-        BANK_A,
-        BANK_B,
-    ) {
+    let layout = match Layout::builder()
+        .flash_size(FLASH_SIZE)
+        .write_size(WRITE_SIZE as u32)
+        .erase_size(ERASE_SIZE as u32)
+        .base_address(FLASH_BASE)
+        .state(STATE)
+        .bank_a(BANK_A)
+        .bank_b(BANK_B)
+        .build()
+    {
         Ok(l) => l,
         Err(_) => {
             let _ = uart().write_str("board: invalid layout\n");
@@ -134,7 +135,7 @@ pub mod counter {
         syst.set_reload(RELOAD);
         syst.clear_current();
         syst.enable_counter();
-        // The first reading is only valid once the counter has loaded (qemu.md).
+        // The first reading is only valid once the counter has loaded (docs/qemu.md).
         while SYST::get_current() == 0 {}
     }
 

@@ -1,20 +1,28 @@
-//! The QEMU session block: 1 KiB at the start of RAM (outside the firmware's linker map) that
-//! survives guest resets (QEMU does not clear RAM on a system reset) but not a QEMU restart (RAM
-//! starts zeroed). It is how the test harness talks to the guest and how one "power-on" is
-//! tracked across the resets inside it:
+//! The QEMU session block: a few words at the start of RAM (outside the firmware's linker map)
+//! that survive guest resets (QEMU does not clear RAM on a system reset) but not a QEMU restart
+//! (RAM starts zeroed). It is how one "power-on" is tracked across the resets inside it:
 //!
-//! - the semihosting command line (`-semihosting-config arg=…`), read once per QEMU process by
-//!   [`init`] (called by the shim at every boot; only the first call of a process reads it);
 //! - the power-cut point: argument `cut=N` makes the N-th flash operation (counted from the
 //!   QEMU start, across resets, shim and app alike) the one during which power fails;
 //! - counters of flash operations, erases, writes and bytes programmed;
 //! - flags the app keeps across its own resets (e.g. "the update was installed").
 //!
+//! The block is only ever read and written a word at a time through raw pointers (volatile), so
+//! no Rust reference to it exists: the shim, the app and QEMU may all change it without aliasing
+//! anything. The semihosting command line (`-semihosting-config arg=…`) is read with the
+//! `semihosting` crate whenever it is asked for, and returned by value.
+//!
 //! On real hardware this module does not exist: nothing here is needed to boot or update.
 
+use core::ptr::{addr_of, addr_of_mut, read_volatile, write_volatile};
+
+/// Where the block lives: the first bytes of RAM, which the linker maps leave out.
 const ADDR: usize = 0x2000_0000;
-const MAGIC: u32 = 0x5E55_1017;
-const ARGS_CAP: usize = 1024 - 4 * 10;
+const MAGIC: u32 = 0x5E55_1018;
+/// Bytes of the command line read at most (the arguments are short words).
+pub const CMDLINE_CAP: usize = 512;
+/// Bytes of one argument value returned at most.
+pub const ARG_CAP: usize = 256;
 
 #[repr(C)]
 struct Block {
@@ -26,16 +34,28 @@ struct Block {
     writes: u32,
     bytes_programmed: u32,
     flags: u32,
-    args_len: u32,
-    _reserved: u32,
-    args: [u8; ARGS_CAP],
 }
 
-fn blk() -> &'static mut Block {
-    // SAFETY: the block is RAM reserved for this module (outside every linker map); the firmware
-    // is single-threaded and no reference escapes this module. Stores are complete before a
-    // reset or exit: both are asm statements that clobber memory.
-    unsafe { &mut *(ADDR as *mut Block) }
+/// The block's address; never turned into a reference.
+fn block() -> *mut Block {
+    ADDR as *mut Block
+}
+
+macro_rules! get {
+    ($field:ident) => {
+        // SAFETY: the block is RAM reserved for this module (outside every linker map), aligned
+        // and always mapped; it is accessed only word-wise through raw pointers, never through
+        // a reference, and the firmware is single-threaded.
+        unsafe { read_volatile(addr_of!((*block()).$field)) }
+    };
+}
+
+macro_rules! set {
+    ($field:ident, $value:expr) => {{
+        let v: u32 = $value;
+        // SAFETY: as in `get!`.
+        unsafe { write_volatile(addr_of_mut!((*block()).$field), v) }
+    }};
 }
 
 /// Flags kept across resets within one QEMU run.
@@ -44,71 +64,59 @@ pub mod flags {
     pub const UPDATE_DONE: u32 = 1;
 }
 
-/// Called by the shim at every boot: on the first boot of a QEMU process, reads the command
-/// line and sets up the counters.
+/// Called by the shim at every boot: on the first boot of a QEMU process, reads the power-cut
+/// point from the command line and clears the counters.
 pub fn init() {
-    if blk().magic != MAGIC {
-        let b = blk();
-        *b = Block {
-            magic: 0,
-            boots: 0,
-            ops: 0,
-            cut_at: 0,
-            erases: 0,
-            writes: 0,
-            bytes_programmed: 0,
-            flags: 0,
-            args_len: 0,
-            _reserved: 0,
-            args: [0; ARGS_CAP],
-        };
-        let n = crate::semihosting::cmdline(&mut b.args);
-        blk().args_len = n as u32;
-        blk().magic = MAGIC;
-        let cut = arg("cut").and_then(parse_u32).unwrap_or(0);
-        blk().cut_at = cut;
+    if get!(magic) != MAGIC {
+        set!(boots, 0);
+        set!(ops, 0);
+        set!(erases, 0);
+        set!(writes, 0);
+        set!(bytes_programmed, 0);
+        set!(flags, 0);
+        set!(cut_at, arg("cut").and_then(|v| v.parse().ok()).unwrap_or(0));
+        set!(magic, MAGIC);
     }
-    blk().boots = blk().boots.wrapping_add(1);
+    set!(boots, get!(boots).wrapping_add(1));
 }
 
-fn parse_u32(s: &str) -> Option<u32> {
-    s.parse().ok()
+/// An argument value, copied out of the command line.
+pub type Arg = heapless::String<ARG_CAP>;
+
+/// Calls `f` with each word of the command line (nothing when there is none or it cannot be
+/// read); stops at the first `Some` it returns.
+fn find_word<T>(mut f: impl FnMut(&str) -> Option<T>) -> Option<T> {
+    let args = semihosting::experimental::env::args::<CMDLINE_CAP>().ok()?;
+    (&args).flatten().find_map(&mut f)
 }
 
-fn args() -> &'static str {
-    if blk().magic != MAGIC {
-        return "";
-    }
-    let n = (blk().args_len as usize).min(ARGS_CAP);
-    let bytes = &blk().args[..n];
-    core::str::from_utf8(bytes).unwrap_or("")
-}
-
-/// The value of argument `key=value` on the command line.
-pub fn arg(key: &str) -> Option<&'static str> {
-    args()
-        .split_ascii_whitespace()
-        .find_map(|w| w.strip_prefix(key).and_then(|rest| rest.strip_prefix('=')))
+/// The value of argument `key=value` on the command line (`None` when absent or longer than
+/// [`ARG_CAP`]).
+pub fn arg(key: &str) -> Option<Arg> {
+    find_word(|w| {
+        let value = w.strip_prefix(key)?.strip_prefix('=')?;
+        Arg::try_from(value).ok()
+    })
 }
 
 /// True when the bare word `name` is on the command line.
 pub fn has(name: &str) -> bool {
-    args().split_ascii_whitespace().any(|w| w == name)
+    find_word(|w| (w == name).then_some(())).is_some()
 }
 
 /// Boots in this QEMU run (1 on the first).
 pub fn boots() -> u32 {
-    blk().boots
+    get!(boots)
 }
 
 /// Flag bits ([`flags`]).
 pub fn flag(bit: u32) -> bool {
-    blk().flags & bit != 0
+    get!(flags) & bit != 0
 }
 
 /// Sets a flag bit.
 pub fn set_flag(bit: u32) {
-    blk().flags = blk().flags | bit;
+    set!(flags, get!(flags) | bit);
 }
 
 /// Flash statistics since the QEMU start.
@@ -127,30 +135,30 @@ pub struct FlashStats {
 /// Flash statistics since the QEMU start.
 pub fn stats() -> FlashStats {
     FlashStats {
-        ops: blk().ops,
-        erases: blk().erases,
-        writes: blk().writes,
-        bytes_programmed: blk().bytes_programmed,
+        ops: get!(ops),
+        erases: get!(erases),
+        writes: get!(writes),
+        bytes_programmed: get!(bytes_programmed),
     }
 }
 
 /// Counts one flash operation; true when power fails during this one.
 pub(crate) fn count_op(erase: bool, bytes: u32) -> bool {
-    if blk().magic != MAGIC {
+    if get!(magic) != MAGIC {
         return false;
     }
-    let ops = blk().ops.wrapping_add(1);
-    blk().ops = ops;
+    let ops = get!(ops).wrapping_add(1);
+    set!(ops, ops);
     if erase {
-        blk().erases = blk().erases.wrapping_add(1);
+        set!(erases, get!(erases).wrapping_add(1));
     } else {
-        blk().writes = blk().writes.wrapping_add(1);
-        blk().bytes_programmed = blk().bytes_programmed.wrapping_add(bytes);
+        set!(writes, get!(writes).wrapping_add(1));
+        set!(bytes_programmed, get!(bytes_programmed).wrapping_add(bytes));
     }
-    blk().cut_at == ops
+    get!(cut_at) == ops
 }
 
-/// The power-cut point (0: none) and the current count.
+/// The power-cut point (0: none).
 pub fn cut_at() -> u32 {
-    blk().cut_at
+    get!(cut_at)
 }

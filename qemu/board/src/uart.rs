@@ -29,7 +29,7 @@ pub fn init() {
     unsafe {
         write_volatile(BAUDDIV, 16);
         write_volatile(CTRL, CTRL_TX_RX);
-        // qemu.md: after enabling RX, read DATA once, or the first host byte waits ~1 s. A byte
+        // docs/qemu.md: after enabling RX, read DATA once, or the first host byte waits ~1 s. A byte
         // that arrived while an earlier stage (the shim) had RX enabled is kept, not discarded:
         // it is the start of a host request, and reading it later has the same effect.
         if read_volatile(STATE) & STATE_RX_FULL == 0 {

@@ -2,11 +2,14 @@
 //! and resets the whole board at the second one (measured in QEMU 7.2), so a guest that stops
 //! feeding it reboots after 2 × the period. Registers are locked between accesses.
 
-use core::ptr::write_volatile;
+use core::ptr::{read_volatile, write_volatile};
 
 const BASE: usize = 0x4000_8000;
 const LOAD: *mut u32 = BASE as *mut u32;
+const VALUE: *const u32 = (BASE + 0x004) as *const u32;
 const CTRL: *mut u32 = (BASE + 0x008) as *mut u32;
+/// `CTRL` bits: interrupt enable, reset enable.
+const CTRL_ARMED: u32 = 0b11;
 const INTCLR: *mut u32 = (BASE + 0x00C) as *mut u32;
 const LOCK: *mut u32 = (BASE + 0xC00) as *mut u32;
 const UNLOCK_KEY: u32 = 0x1ACC_E551;
@@ -23,7 +26,7 @@ pub fn start(ticks: u32) {
     unsafe {
         write_volatile(LOCK, UNLOCK_KEY);
         write_volatile(LOAD, ticks);
-        write_volatile(CTRL, 0b11);
+        write_volatile(CTRL, CTRL_ARMED);
         write_volatile(LOCK, 0);
     }
 }
@@ -36,4 +39,20 @@ pub fn feed() {
         write_volatile(INTCLR, 1);
         write_volatile(LOCK, 0);
     }
+}
+
+/// True when the watchdog is armed (interrupt and reset enabled) and counting down: what the
+/// shim leaves behind, and what an application relies on to be reset when it hangs.
+pub fn armed() -> bool {
+    // SAFETY: reads of fixed MMIO registers of the watchdog on this board.
+    let (ctrl, first) = unsafe { (read_volatile(CTRL), read_volatile(VALUE)) };
+    if ctrl & CTRL_ARMED != CTRL_ARMED {
+        return false;
+    }
+    // It counts at 25 MHz: a few reads later the value has moved (unless it was just reloaded
+    // to the same value, which a second try rules out).
+    (0..1000).any(|_| {
+        // SAFETY: as above.
+        unsafe { read_volatile(VALUE) != first }
+    })
 }

@@ -2,7 +2,9 @@
 //!
 //! Linked for one bank (build-time `TWINBANK_BANK`), it:
 //! 1. prints `app: v<version> bank <X> (<variant>)` (the version from its own signed header);
-//! 2. runs its health check and prints `app: health ok` or `app: health FAIL`;
+//! 2. runs its health check (a RAM self-test, its own configuration: the signed version is the
+//!    version it was built as and the core runs its vector table from its own bank, and the
+//!    watchdog armed and counting) and prints `app: health ok` or `app: health FAIL: <why>`;
 //!    - on trial and healthy: confirms (`app: confirmed`), unless the QEMU command line has
 //!      `manual-confirm` (tests: the operator confirms over the serial protocol);
 //!    - on trial and unhealthy: rejects itself (`app: rejected`) and resets: the shim rolls back;
@@ -61,6 +63,7 @@ fn main() -> ! {
     let mut flash = Flash::new();
     let bank_offset = config.layout.bank(BANK).offset.0;
     let version = twinbank::image::read_header(&mut flash, bank_offset).map(|h| h.version);
+    let signed_version = version.ok();
     match version {
         Ok(v) => {
             let _ = writeln!(
@@ -81,7 +84,11 @@ fn main() -> ! {
         Some(BankState::Pending { .. })
     );
 
-    if health_check() {
+    let health = health_check(signed_version, config.layout.bank_address(BANK));
+    if let Err(why) = &health {
+        let _ = writeln!(out, "app: health FAIL: {why}");
+    }
+    if health.is_ok() {
         let _ = writeln!(out, "app: health ok");
         if trial && session::has("manual-confirm") {
             let _ = writeln!(out, "app: on trial, waiting for the operator to confirm");
@@ -94,7 +101,6 @@ fn main() -> ! {
             }
         }
     } else {
-        let _ = writeln!(out, "app: health FAIL");
         if trial {
             match updater.reject() {
                 Ok(()) => {
@@ -113,7 +119,7 @@ fn main() -> ! {
     if let Some(path) = session::arg("update") {
         if !session::flag(flags::UPDATE_DONE) {
             session::set_flag(flags::UPDATE_DONE);
-            match install(&mut updater, path) {
+            match install(&mut updater, &path) {
                 Ok(id) => {
                     let _ = writeln!(
                         out,
@@ -150,8 +156,74 @@ fn main() -> ! {
     serve(updater, config)
 }
 
-/// The health check of each variant.
-fn health_check() -> bool {
+/// Why the health check failed.
+enum Unhealthy {
+    /// The test variant that fails its health check.
+    Variant,
+    /// A RAM word did not hold what was written.
+    Ram(usize),
+    /// The signed header says another version than the one this build is.
+    Version(Option<twinbank::Version>),
+    /// The core does not run this build's vector table from its bank.
+    VectorTable(u32),
+    /// The watchdog is not armed and counting.
+    Watchdog,
+}
+
+impl core::fmt::Display for Unhealthy {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Unhealthy::Variant => f.write_str("this build's health check fails on purpose"),
+            Unhealthy::Ram(i) => write!(f, "RAM self-test failed at word {i}"),
+            Unhealthy::Version(Some(v)) => write!(
+                f,
+                "signed as {v} but built as {BUILD_VERSION} (wrong image for this build)"
+            ),
+            Unhealthy::Version(None) => f.write_str("own image header unreadable"),
+            Unhealthy::VectorTable(vtor) => {
+                write!(f, "running vectors at {vtor:#010x}, not in bank {BANK}")
+            }
+            Unhealthy::Watchdog => f.write_str("the watchdog is not armed"),
+        }
+    }
+}
+
+/// Words of RAM the self-test exercises.
+const RAM_TEST_WORDS: usize = 256;
+static mut RAM_TEST: [u32; RAM_TEST_WORDS] = [0; RAM_TEST_WORDS];
+
+/// A march test (write 0s up, check 0s and write 1s up, check 1s and write 0s down, check 0s)
+/// plus an address-in-word pass over a static buffer; returns the first failing word.
+fn ram_test() -> Result<(), Unhealthy> {
+    let base = core::ptr::addr_of_mut!(RAM_TEST) as *mut u32;
+    // SAFETY: `i < RAM_TEST_WORDS`: inside the static, which only this function touches.
+    let word = |i: usize| unsafe { base.add(i) };
+    let check = |i: usize, v: u32| {
+        // SAFETY: as above.
+        if unsafe { core::ptr::read_volatile(word(i)) } == v {
+            Ok(())
+        } else {
+            Err(Unhealthy::Ram(i))
+        }
+    };
+    // SAFETY (for each write below): as above.
+    for i in 0..RAM_TEST_WORDS {
+        unsafe { core::ptr::write_volatile(word(i), 0) };
+    }
+    for i in 0..RAM_TEST_WORDS {
+        check(i, 0)?;
+        unsafe { core::ptr::write_volatile(word(i), u32::MAX) };
+    }
+    for i in (0..RAM_TEST_WORDS).rev() {
+        check(i, u32::MAX)?;
+        unsafe { core::ptr::write_volatile(word(i), i as u32) };
+    }
+    (0..RAM_TEST_WORDS).try_for_each(|i| check(i, i as u32))
+}
+
+/// The health check: the test variants first, then RAM, the app's own configuration, the
+/// watchdog. `signed` is the version in the image header the app runs from.
+fn health_check(signed: Option<twinbank::Version>, bank_address: u32) -> Result<(), Unhealthy> {
     watchdog::feed();
     if cfg!(feature = "crash") {
         let _ = writeln!(uart(), "app: crashing");
@@ -163,10 +235,23 @@ fn health_check() -> bool {
         loop {}
     }
     if cfg!(feature = "fail-health") {
-        return false;
+        return Err(Unhealthy::Variant);
     }
-    // The healthy check: the image we run from is still the one the boot state recorded.
-    true
+    ram_test()?;
+    let built: Option<twinbank::Version> = BUILD_VERSION.parse().ok();
+    if signed.is_none() || signed != built {
+        return Err(Unhealthy::Version(signed));
+    }
+    // SAFETY: a read of the SCB's VTOR register.
+    let vtor = unsafe { (*cortex_m::peripheral::SCB::PTR).vtor.read() };
+    let bank_size = board::config().layout.bank_size();
+    if vtor.wrapping_sub(bank_address) >= bank_size {
+        return Err(Unhealthy::VectorTable(vtor));
+    }
+    if !watchdog::armed() {
+        return Err(Unhealthy::Watchdog);
+    }
+    Ok(())
 }
 
 /// Why an install failed.

@@ -6,10 +6,7 @@
 //! `target/qemu-tests/runs/<test>/`, and every QEMU run has a timeout.
 #![allow(dead_code)]
 
-#[path = "../../../xtask/src/firmware.rs"]
-pub mod firmware;
-#[path = "../../../xtask/src/qemu.rs"]
-pub mod qemu;
+pub use xtask::{firmware, qemu};
 
 use firmware::{Build, Signing};
 use qemu::{Outcome, Run, Running, TcpRelay};
@@ -262,9 +259,9 @@ impl Device {
     /// Puts `image` into `bank` (the bank's first sectors are overwritten as a programmer would).
     pub fn place(&self, bank: Bank, image: &[u8]) {
         let f = fw();
-        let mut flash = self.read();
-        firmware::place(&f.board, &mut flash, bank, image).unwrap();
-        qemu::write_flash(&self.flash, &flash).unwrap();
+        let mut flash = firmware::FlashImage::from_bytes(f.board.layout().unwrap(), self.read());
+        flash.place_in_bank(bank, image).unwrap();
+        qemu::write_flash(&self.flash, flash.bytes()).unwrap();
     }
 }
 

@@ -57,7 +57,7 @@ fn status_info_upload_activate_reboot_trial_confirm() {
     assert_eq!(i["bank_b"], "0x21110000");
     assert_eq!(i["vendor_id"], f.board.device.vendor_id.as_deref().unwrap());
     let human = d.ok(&["status"]).stdout;
-    assert!(human.contains("A*    confirmed   1.0.0+0"), "{human}");
+    assert!(human.contains("A*    yes      confirmed   1.0.0+0"), "{human}");
 
     let before = d.mark();
     let up = d
@@ -417,7 +417,7 @@ fn refusals_over_the_wire_change_nothing() {
     for (path, want) in [
         (
             &paths[0],
-            "refused: the device does not take the image: image hash mismatch",
+            "the device does not take the image: image hash mismatch",
         ),
         (
             &paths[1],
@@ -438,6 +438,12 @@ fn refusals_over_the_wire_change_nothing() {
         assert!(
             t.stderr.contains(want),
             "{path}: want {want:?} in\n{}",
+            t.stderr
+        );
+        assert_eq!(
+            t.stderr.matches("refused").count(),
+            1,
+            "{path}: says \"refused\" once: {}",
             t.stderr
         );
         assert_eq!(d.status(), before, "{path} changed the state");
@@ -634,7 +640,7 @@ fn port_on_a_pseudo_terminal() {
         o
     };
     let s = run(&["status"]);
-    assert!(s.contains("A*    confirmed   1.0.0+0"), "{s}");
+    assert!(s.contains("A*    yes      confirmed   1.0.0+0"), "{s}");
     let i: serde_json::Value = serde_json::from_str(&run(&["info", "--json"])).unwrap();
     assert_eq!(i["running"], "A");
     // Twice more: the terminal is reusable after a client closed it.

@@ -12,6 +12,7 @@
 //! | Pending, 0 left      | —              | P Rejected, preferred = other          | try the other     |
 //! | Empty/Rejected       | —              | preferred = other, if other is bootable | try the other    |
 //! | no valid record      | —              | adopt: verified banks Confirmed, A preferred | as above    |
+//! | none of the above boots | a Rejected bank verifies | preferred = it (trial that ran out first) | boot it (last resort) |
 //!
 //! "Verifies" means the full check of [`crate::image::verify_image`] with the current minimum
 //! security counter, plus the image digest equal to the one the state recorded for that bank.
@@ -75,6 +76,14 @@ pub enum BootReason {
         /// Why.
         cause: RollbackCause,
     },
+    /// Nothing confirmed or on trial can boot, so an image the state records as rejected (its
+    /// trial ran out, or its health check failed) but that still verifies boots rather than
+    /// nothing (issue 10). It stays rejected; it is preferred, so its application can install
+    /// an update into the other bank.
+    LastResort {
+        /// Why the other bank cannot boot.
+        other: Unbootable,
+    },
 }
 
 impl fmt::Display for BootReason {
@@ -90,6 +99,10 @@ impl fmt::Display for BootReason {
             BootReason::RolledBack { from, cause } => {
                 write!(f, "rolled back from bank {from} because {cause}")
             }
+            BootReason::LastResort { other } => write!(
+                f,
+                "last resort: a rejected image, because the other bank cannot boot ({other})"
+            ),
         }
     }
 }
@@ -124,7 +137,7 @@ pub enum BootError {
 }
 
 /// Why one bank cannot boot.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Unbootable {
     /// The state says the bank is empty (or being written).
     Empty,
@@ -208,17 +221,19 @@ fn check_bank<F: NorFlash, H: Sha256Engine>(
 
 /// A state for a device without any valid record (never provisioned): each bank whose image
 /// verifies is adopted as confirmed; A is preferred when it verifies. Nothing is written here.
+/// Also returns, per bank, why it was not adopted.
 fn adopt<F: NorFlash, H: Sha256Engine>(
     flash: &mut F,
     config: &Config<'_>,
     engine: &mut H,
-) -> Result<BootState, BootError> {
+) -> Result<(BootState, [Unbootable; 2]), BootError> {
     let mut banks = [BankState::Empty, BankState::Empty];
+    let mut why = [Unbootable::Empty; 2];
     for bank in Bank::ALL {
         match verify_image_with(flash, &config.verify_params(bank, 0), engine) {
             Ok(img) => banks[bank.index()] = BankState::Confirmed(ImageId::of(&img)),
             Err(ImageError::Flash(k)) => return Err(BootError::Flash(k)),
-            Err(_) => {}
+            Err(e) => why[bank.index()] = Unbootable::Invalid(e),
         }
     }
     let preferred = if matches!(banks[0], BankState::Confirmed(_)) || banks[1] == BankState::Empty {
@@ -226,11 +241,14 @@ fn adopt<F: NorFlash, H: Sha256Engine>(
     } else {
         Bank::B
     };
-    Ok(BootState {
-        preferred,
-        min_security_counter: 0,
-        banks,
-    })
+    Ok((
+        BootState {
+            preferred,
+            min_security_counter: 0,
+            banks,
+        },
+        why,
+    ))
 }
 
 /// Decides which bank to boot, spending a trial attempt or rolling back as the state demands.
@@ -247,18 +265,20 @@ pub fn decide_with<F: NorFlash, H: Sha256Engine>(
     engine: &mut H,
 ) -> Result<BootDecision, BootError> {
     let mut store = StateStore::open(flash, &config.layout)?;
+    let mut verdict = [Unbootable::Empty; 2];
     let mut state = match store.current() {
         Some(s) => *s,
         None => {
-            let adopted = adopt(flash, config, engine)?;
+            let (adopted, why) = adopt(flash, config, engine)?;
             if adopted.banks != [BankState::Empty, BankState::Empty] {
                 store.write(flash, &adopted)?;
             }
+            // A bank not adopted reports why its image did not verify, not just "empty".
+            verdict = why;
             adopted
         }
     };
     let mut rolled_back: Option<(Bank, RollbackCause)> = None;
-    let mut verdict = [Unbootable::Empty; 2];
     // Each pass either returns or moves `preferred` to the other bank after marking this one
     // unbootable; two passes see both banks.
     for _ in 0..2 {
@@ -303,7 +323,9 @@ pub fn decide_with<F: NorFlash, H: Sha256Engine>(
             }
             BankState::Pending { .. } => RollbackCause::AttemptsExhausted,
             BankState::Empty | BankState::Rejected(_) | BankState::Receiving(_) => {
-                verdict[bank.index()] = Unbootable::of_state(&current);
+                if verdict[bank.index()] == Unbootable::Empty {
+                    verdict[bank.index()] = Unbootable::of_state(&current);
+                }
                 let other = bank.other();
                 if state.bank(other).may_boot() {
                     state.preferred = other;
@@ -337,6 +359,36 @@ pub fn decide_with<F: NorFlash, H: Sha256Engine>(
     for bank in Bank::ALL {
         if verdict[bank.index()] == Unbootable::Empty {
             verdict[bank.index()] = Unbootable::of_state(state.bank(bank));
+        }
+    }
+    // Last resort: never stop while a bank holds an image that verifies. Nothing confirmed or on
+    // trial can boot, so an image the state names as rejected (a trial that ran out — tried
+    // first —, a failed health check) and that still verifies (digest as recorded, counter not
+    // below the minimum) boots rather than nothing. Empty or receiving banks hold nothing that
+    // was ever activated: a device without any such image waits for one (serial recovery).
+    let first = match rolled_back {
+        Some((b, RollbackCause::AttemptsExhausted)) => b,
+        _ => state.preferred,
+    };
+    for bank in [first, first.other()] {
+        let BankState::Rejected(id) = *state.bank(bank) else {
+            continue;
+        };
+        if matches!(verdict[bank.index()], Unbootable::Invalid(_)) {
+            continue; // failed verification in this boot already
+        }
+        match check_bank(flash, config, &state, bank, &id, engine)? {
+            Ok(img) => {
+                // Preferred, so that its application can install into the other bank.
+                if state.preferred != bank {
+                    state.preferred = bank;
+                    store.write(flash, &state)?;
+                }
+                let other = verdict[bank.other().index()];
+                return Ok(decision(bank, &img, BootReason::LastResort { other }));
+            }
+            Err(RollbackCause::VerifyFailed(e)) => verdict[bank.index()] = Unbootable::Invalid(e),
+            Err(_) => {}
         }
     }
     Err(BootError::NoBootableImage {

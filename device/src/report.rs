@@ -9,6 +9,7 @@
 //! twinbank: boot B 2.0.0+0 trial 2 left
 //! twinbank: boot A 1.0.0+0 rolled back from B: trial attempts exhausted
 //! twinbank: boot A 1.0.0+0 rolled back from B: verification failed: hash mismatch
+//! twinbank: boot B 3.0.0+0 last resort (bank A: hash mismatch)
 //! twinbank: no bootable image (bank A: empty; bank B: untrusted key)
 //! ```
 
@@ -106,6 +107,13 @@ pub fn decision<W: Write>(w: &mut W, d: &BootDecision) -> Result {
             bank(w, from)?;
             w.write_str(": ")?;
             cause(w, &c)?;
+        }
+        BootReason::LastResort { other } => {
+            w.write_str(" last resort (bank ")?;
+            bank(w, d.bank.other())?;
+            w.write_str(": ")?;
+            unbootable(w, &other)?;
+            w.write_str(")")?;
         }
     }
     w.write_str("\n")

@@ -103,6 +103,10 @@ pub enum UpdateError {
     NoFallback,
     /// The bank holds more erase sectors than the state record can count (65 535).
     TooManySectors,
+    /// `cancel` with no activated update and no upload to cancel.
+    NothingToCancel,
+    /// Not available in the bootloader's serial recovery: no application runs (confirm, reject).
+    InRecovery,
 }
 
 impl fmt::Display for UpdateError {
@@ -141,6 +145,12 @@ impl fmt::Display for UpdateError {
             }
             UpdateError::TooManySectors => {
                 f.write_str("the image spans more than 65535 erase sectors")
+            }
+            UpdateError::NothingToCancel => {
+                f.write_str("nothing to cancel: no update is activated or being uploaded")
+            }
+            UpdateError::InRecovery => {
+                f.write_str("not in recovery: no application runs to confirm or reject")
             }
         }
     }
@@ -233,6 +243,9 @@ pub struct Updater<'a, F, H = SoftSha256> {
     store: StateStore,
     upload: Option<Upload>,
     sha: H,
+    /// Serving the bootloader's serial recovery: `running` is the bank kept (see
+    /// [`Updater::for_recovery`]), no application runs.
+    recovery: bool,
 }
 
 impl<'a, F: NorFlash> Updater<'a, F> {
@@ -258,7 +271,43 @@ impl<'a, F: NorFlash, H: Sha256Engine> Updater<'a, F, H> {
             store,
             upload: None,
             sha,
+            recovery: false,
         })
+    }
+
+    /// Opens the updater for the bootloader's serial recovery, where no application runs.
+    /// `keep` is the bank holding the image that must survive (the one that verifies; `None`
+    /// when none does): uploads go to the other bank, so recovery never erases the last image
+    /// that verifies. Without `keep`, the preferred bank is kept (on a blank device the first
+    /// image goes to bank A), and an
+    /// upload also works on a device without any state record (factory provisioning of a device
+    /// that holds only the bootloader). Confirm and reject are refused (`InRecovery`); an
+    /// activated upload runs on trial after the reset, like any update.
+    pub fn for_recovery(
+        mut flash: F,
+        config: Config<'a>,
+        keep: Option<Bank>,
+        sha: H,
+    ) -> Result<Self, UpdateError> {
+        let store = StateStore::open(&mut flash, &config.layout)?;
+        // A blank device keeps "B", so its first image goes to bank A.
+        let running = keep
+            .or(store.current().map(|s| s.preferred))
+            .unwrap_or(Bank::B);
+        Ok(Updater {
+            flash,
+            config,
+            running,
+            store,
+            upload: None,
+            sha,
+            recovery: true,
+        })
+    }
+
+    /// True when serving the bootloader's serial recovery ([`Updater::for_recovery`]).
+    pub fn in_recovery(&self) -> bool {
+        self.recovery
     }
 
     /// The boot state as last read or written (`None` on an unprovisioned device). After an
@@ -323,14 +372,25 @@ impl<'a, F: NorFlash, H: Sha256Engine> Updater<'a, F, H> {
     /// the module documentation).
     pub fn start(&mut self, manifest: &Manifest) -> Result<Start, UpdateError> {
         self.upload = None;
-        let mut state = self.current()?;
-        if matches!(state.bank(self.running), BankState::Pending { .. }) {
-            return Err(UpdateError::TrialInProgress);
-        }
-        if state.preferred != self.running {
-            return Err(UpdateError::SwitchPending);
-        }
         let target = self.running.other();
+        let mut state = if self.recovery {
+            // Recovery takes an image whatever the state says (a blank device included).
+            self.store.refresh(&mut self.flash)?;
+            self.store.current().copied().unwrap_or(BootState {
+                preferred: self.running,
+                min_security_counter: 0,
+                banks: [BankState::Empty, BankState::Empty],
+            })
+        } else {
+            let state = self.current()?;
+            if matches!(state.bank(self.running), BankState::Pending { .. }) {
+                return Err(UpdateError::TrialInProgress);
+            }
+            if state.preferred != self.running {
+                return Err(UpdateError::SwitchPending);
+            }
+            state
+        };
         let params = self
             .config
             .verify_params(target, state.min_security_counter);
@@ -370,6 +430,8 @@ impl<'a, F: NorFlash, H: Sha256Engine> Updater<'a, F, H> {
         };
         if !(from == 0 && *state.bank(target) == BankState::Empty) {
             *state.bank_mut(target) = receiving(false);
+            // (Recovery:) a target that was preferred no longer is.
+            state.preferred = self.running;
             self.store.write(&mut self.flash, &state)?;
         }
         self.upload = Some(Upload {
@@ -403,7 +465,14 @@ impl<'a, F: NorFlash, H: Sha256Engine> Updater<'a, F, H> {
             .map_err(Self::flash_err)?;
         up.erase_next += 1;
         if !up.erasing() {
-            let mut state = self.current()?;
+            let mut state = match self.current() {
+                Err(UpdateError::NotProvisioned) if self.recovery => BootState {
+                    preferred: self.running,
+                    min_security_counter: 0,
+                    banks: [BankState::Empty, BankState::Empty],
+                },
+                r => r?,
+            };
             *state.bank_mut(up.bank) = BankState::Receiving(Receiving {
                 image: up.image,
                 from_sector: (up.next / erase) as u16,
@@ -629,6 +698,9 @@ impl<'a, F: NorFlash, H: Sha256Engine> Updater<'a, F, H> {
     /// After the health check passed: the running trial image becomes confirmed and the minimum
     /// security counter rises to its counter. Confirming a confirmed image is a no-op.
     pub fn confirm(&mut self) -> Result<(), UpdateError> {
+        if self.recovery {
+            return Err(UpdateError::InRecovery);
+        }
         let mut state = self.current()?;
         match *state.bank(self.running) {
             BankState::Confirmed(_) if state.preferred == self.running => Ok(()),
@@ -645,6 +717,9 @@ impl<'a, F: NorFlash, H: Sha256Engine> Updater<'a, F, H> {
     /// After the health check failed: the running trial image is rejected and the other bank
     /// preferred; the next reset rolls back. Refused when the other bank has nothing to boot.
     pub fn reject(&mut self) -> Result<(), UpdateError> {
+        if self.recovery {
+            return Err(UpdateError::InRecovery);
+        }
         let mut state = self.current()?;
         let BankState::Pending { image, .. } = *state.bank(self.running) else {
             return Err(UpdateError::NotPending);
@@ -670,6 +745,25 @@ impl<'a, F: NorFlash, H: Sha256Engine> Updater<'a, F, H> {
         state.preferred = other;
         self.store.write(&mut self.flash, &state)?;
         Ok(target)
+    }
+
+    /// Cancels what the other bank was given: an update activated by `finish` but not booted yet
+    /// (pending, preferred: recorded rejected, and the running image stays preferred), or an
+    /// upload in progress (recorded empty). One record; refused with `NothingToCancel` otherwise.
+    pub fn cancel(&mut self) -> Result<(), UpdateError> {
+        let mut state = self.current()?;
+        let other = self.running.other();
+        self.upload = None;
+        match *state.bank(other) {
+            BankState::Pending { image, .. } if state.preferred == other => {
+                *state.bank_mut(other) = BankState::Rejected(image);
+                state.preferred = self.running;
+            }
+            BankState::Receiving(_) => *state.bank_mut(other) = BankState::Empty,
+            _ => return Err(UpdateError::NothingToCancel),
+        }
+        self.store.write(&mut self.flash, &state)?;
+        Ok(())
     }
 
     /// The other bank's confirmed image, verified, or `NoFallback` / the verification error.

@@ -57,7 +57,10 @@ fn status_info_upload_activate_reboot_trial_confirm() {
     assert_eq!(i["bank_b"], "0x21110000");
     assert_eq!(i["vendor_id"], f.board.device.vendor_id.as_deref().unwrap());
     let human = d.ok(&["status"]).stdout;
-    assert!(human.contains("A*    yes      confirmed   1.0.0+0"), "{human}");
+    assert!(
+        human.contains("A*    yes      confirmed   1.0.0+0"),
+        "{human}"
+    );
 
     let before = d.mark();
     let up = d

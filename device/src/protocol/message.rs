@@ -61,6 +61,9 @@ pub enum Request<'a> {
     Rollback,
     /// Resets the device after answering.
     Reboot,
+    /// Cancels an update activated but not booted yet (the running image stays preferred), or
+    /// an upload in progress.
+    Cancel,
 }
 
 impl<'a> Request<'a> {
@@ -120,6 +123,9 @@ pub struct DeviceInfo {
     pub running_version: Option<Version>,
     /// Largest chunk the device accepts.
     pub max_chunk: u32,
+    /// True when the bootloader serves this (serial recovery): no application runs, and
+    /// `running` is the bank recovery keeps (uploads go to the other one).
+    pub recovery: bool,
 }
 
 /// What a device answers.

@@ -120,6 +120,7 @@ impl<'a, F: NorFlash, H: Sha256Engine> Server<'a, F, H> {
                     .rollback()
                     .map(|id| Response::SwitchedTo(to, id.version))
             }
+            Request::Cancel => self.updater.cancel().map(|()| Response::Done),
             Request::Reboot => {
                 self.reboot = true;
                 Ok(Response::Rebooting)
@@ -149,6 +150,7 @@ impl<'a, F: NorFlash, H: Sha256Engine> Server<'a, F, H> {
                 .and_then(|s| s.bank(running).image())
                 .map(|i| i.version),
             max_chunk: MAX_CHUNK as u32,
+            recovery: self.updater.in_recovery(),
         }
     }
 }

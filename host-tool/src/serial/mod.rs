@@ -83,6 +83,9 @@ enum SerialCmd {
         #[arg(long)]
         reboot: bool,
     },
+    /// Cancel an update that was activated but has not booted yet (the running image stays
+    /// preferred), or an interrupted upload.
+    Cancel,
     /// Reboot the device.
     Reboot,
 }
@@ -150,10 +153,20 @@ fn bank_json(b: &BankState) -> serde_json::Value {
     v
 }
 
-fn print_status(s: &Option<BootState>, running: Bank, json: bool) {
+fn print_status(s: &Option<BootState>, running: Bank, recovery: bool, json: bool) {
+    if recovery && !json {
+        println!(
+            "device is in serial recovery (the bootloader answers; no application runs): \
+             uploads go to bank {}",
+            running.other()
+        );
+    }
     let Some(s) = s else {
         if json {
-            println!("{}", serde_json::json!({ "provisioned": false }));
+            println!(
+                "{}",
+                serde_json::json!({ "provisioned": false, "recovery": recovery })
+            );
         } else {
             println!("device has no boot state (not provisioned)");
         }
@@ -162,6 +175,7 @@ fn print_status(s: &Option<BootState>, running: Bank, json: bool) {
     if json {
         let v = serde_json::json!({
             "provisioned": true,
+            "recovery": recovery,
             "running": running.to_string(),
             "preferred": s.preferred.to_string(),
             "min_security_counter": s.min_security_counter,
@@ -186,7 +200,11 @@ fn print_status(s: &Option<BootState>, running: Bank, json: bool) {
             _ => "-".into(),
         };
         let mark = if s.preferred == bank { "*" } else { " " };
-        let run = if running == bank { "yes" } else { "-" };
+        let run = match (running == bank, recovery) {
+            (true, false) => "yes",
+            (true, true) => "kept",
+            (false, _) => "-",
+        };
         println!(
             "{bank}{mark}    {run:<8} {:<11} {ver:<14} {cnt:<8} {att:<9} {dig}",
             b.status_name()
@@ -532,9 +550,9 @@ pub fn run(a: SerialArgs) -> Result<(), CliError> {
     let mut c = Client::connect(endpoint, timeout, a.tries).map_err(link_error)?;
     match a.cmd {
         SerialCmd::Status => {
-            let running = info(&mut c)?.running;
+            let i = info(&mut c)?;
             let s = status(&mut c)?;
-            print_status(&s, running, a.json);
+            print_status(&s, i.running, i.recovery, a.json);
             Ok(())
         }
         SerialCmd::Info => {
@@ -552,10 +570,14 @@ pub fn run(a: SerialArgs) -> Result<(), CliError> {
                         "running": i.running.to_string(),
                         "running_version": i.running_version.map(|v| v.to_string()),
                         "max_chunk": i.max_chunk,
+                        "recovery": i.recovery,
                     })
                 );
             } else {
                 println!("protocol:  {}", i.protocol);
+                if i.recovery {
+                    println!("mode:      serial recovery in the bootloader (no application runs)");
+                }
                 println!(
                     "running:   bank {} {}",
                     i.running,
@@ -620,6 +642,13 @@ pub fn run(a: SerialArgs) -> Result<(), CliError> {
             r => Err(unexpected(r)),
         },
         SerialCmd::Rollback { yes, reboot } => rollback(&mut c, yes, reboot, a.json),
+        SerialCmd::Cancel => match c.call(&Request::Cancel).map_err(link_error)? {
+            Response::Done => {
+                eprintln!("device: cancelled; the running image stays preferred");
+                Ok(())
+            }
+            r => Err(unexpected(r)),
+        },
         SerialCmd::Reboot => do_reboot(&mut c),
     }
 }

@@ -84,7 +84,7 @@ fn without_a_bootable_image_the_shim_says_so_and_stops() {
     assert_eq!(o.status, Some(2), "{}", o.output);
     assert_eq!(
         o.boot_lines(),
-        vec!["twinbank: no bootable image (bank A: empty; bank B: empty)"]
+        vec!["twinbank: no bootable image (bank A: erased; bank B: erased)"]
     );
     dev.place(
         Bank::A,

@@ -17,6 +17,7 @@
 //! - [`state`]: the boot state and its power-safe record storage;
 //! - [`boot`]: the boot decision the bootloader shim calls;
 //! - [`update`]: what the application calls (install, confirm, reject, rollback);
+//! - [`delta`]: delta updates, the next image rebuilt from the running one and a patch;
 //! - [`protocol`]: the serial protocol (frames, messages, the device-side server);
 //! - [`report`]: the bootloader's boot line, written without `core::fmt`;
 //! - [`testing`] (`std`): the strict NOR flash used by the tests.
@@ -37,6 +38,7 @@ extern crate std;
 #[cfg_attr(docsrs, doc(cfg(feature = "std")))]
 pub mod board;
 pub mod boot;
+pub mod delta;
 pub mod flash;
 pub mod image;
 pub mod layout;

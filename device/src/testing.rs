@@ -374,3 +374,139 @@ impl<const W: usize, const E: usize> NorFlash for StrictFlash<W, E> {
         Ok(())
     }
 }
+
+/// One piece of a synthetic function.
+#[derive(Debug, Clone)]
+enum Piece {
+    /// Halfwords of ordinary code.
+    Code(Vec<u16>),
+    /// `BL` to the function with this index.
+    Call(usize),
+    /// `MOVW`/`MOVT` of the address of this constant, with this many halfwords in between.
+    Load(usize, usize),
+}
+
+/// Synthetic firmware for the delta tests: a payload shaped like a Thumb-2 application linked at
+/// `payload_address` (bank address + header size) — a vector table, functions that call each
+/// other with `BL` and load constants with `MOVW`/`MOVT` pairs (adjacent or not), then
+/// constants holding pointers to functions and constants. The same `seed` gives the same
+/// program; `grow = Some((f, n))` makes function `f` `2 n` bytes longer, which moves everything
+/// after it (what a one-function change does to a real image).
+pub fn synthetic_firmware(
+    payload_address: u32,
+    seed: u64,
+    grow: Option<(usize, usize)>,
+) -> Vec<u8> {
+    const FUNCTIONS: usize = 80;
+    const CONSTANTS: usize = 60;
+    const VECTORS: usize = 16;
+    let mut rng = SplitMix64(seed);
+    let mut functions: Vec<Vec<Piece>> = (0..FUNCTIONS)
+        .map(|_| {
+            let n = 4 + (rng.next_u64() % 20) as usize;
+            (0..n)
+                .map(|_| match rng.next_u64() % 6 {
+                    0 => Piece::Call((rng.next_u64() % FUNCTIONS as u64) as usize),
+                    1 => Piece::Load(
+                        (rng.next_u64() % CONSTANTS as u64) as usize,
+                        (rng.next_u64() % 4) as usize,
+                    ),
+                    _ => Piece::Code(
+                        (0..1 + rng.next_u64() % 12)
+                            // Ordinary 16-bit instructions (below 0xE800: never 32-bit).
+                            .map(|_| (rng.next_u64() % 0xE800) as u16)
+                            .collect(),
+                    ),
+                })
+                .collect()
+        })
+        .collect();
+    let constants: Vec<Vec<(bool, u64)>> = (0..CONSTANTS)
+        .map(|_| {
+            (0..2 + rng.next_u64() % 10)
+                .map(|_| (rng.next_u64() % 3 == 0, rng.next_u64()))
+                .collect()
+        })
+        .collect();
+    if let Some((f, n)) = grow {
+        let mut extra = SplitMix64(seed ^ 0x5eed);
+        let code = (0..n).map(|_| (extra.next_u64() % 0xE800) as u16).collect();
+        let f = f % FUNCTIONS;
+        let at = functions[f].len() / 2;
+        functions[f].insert(at, Piece::Code(code));
+    }
+    let piece_len = |p: &Piece| match p {
+        Piece::Code(c) => 2 * c.len(),
+        Piece::Call(_) => 4,
+        Piece::Load(_, gap) => 8 + 2 * gap,
+    };
+    let mut at = 4 * VECTORS;
+    let mut fn_addr = Vec::new();
+    for f in &functions {
+        fn_addr.push(payload_address + at as u32);
+        at += f.iter().map(piece_len).sum::<usize>();
+    }
+    at = at.next_multiple_of(4);
+    let mut const_addr = Vec::new();
+    for c in &constants {
+        const_addr.push(payload_address + at as u32);
+        at += 4 * c.len();
+    }
+    let mut out = Vec::with_capacity(at);
+    let hw = |out: &mut Vec<u8>, h: u16| out.extend_from_slice(&h.to_le_bytes());
+    out.extend_from_slice(&0x2000_4000u32.to_le_bytes());
+    for v in 1..VECTORS {
+        out.extend_from_slice(&(fn_addr[v % FUNCTIONS] | 1).to_le_bytes());
+    }
+    let mov = |op: u16, rd: u16, imm: u16| -> (u16, u16) {
+        (
+            op | (imm >> 12) | ((imm >> 11) & 1) << 10,
+            rd << 8 | ((imm >> 8) & 7) << 12 | (imm & 0xFF),
+        )
+    };
+    for f in &functions {
+        for p in f {
+            match p {
+                Piece::Code(c) => c.iter().for_each(|&h| hw(&mut out, h)),
+                Piece::Call(t) => {
+                    let pc = payload_address + out.len() as u32 + 4;
+                    let off = fn_addr[*t].wrapping_sub(pc) as i32;
+                    let s = ((off >> 24) & 1) as u16;
+                    let j1 = (1 - ((off >> 23) & 1) as u16) ^ s;
+                    let j2 = (1 - ((off >> 22) & 1) as u16) ^ s;
+                    hw(&mut out, 0xF000 | s << 10 | ((off >> 12) & 0x3FF) as u16);
+                    hw(
+                        &mut out,
+                        0xD000 | j1 << 13 | j2 << 11 | ((off >> 1) & 0x7FF) as u16,
+                    );
+                }
+                Piece::Load(c, gap) => {
+                    let v = const_addr[*c];
+                    let (a, b) = mov(0xF240, 3, v as u16);
+                    let (cc, d) = mov(0xF2C0, 3, (v >> 16) as u16);
+                    hw(&mut out, a);
+                    hw(&mut out, b);
+                    (0..*gap).for_each(|_| hw(&mut out, 0xBF00)); // NOP
+                    hw(&mut out, cc);
+                    hw(&mut out, d);
+                }
+            }
+        }
+    }
+    out.resize(out.len().next_multiple_of(4), 0);
+    for c in &constants {
+        for &(pointer, r) in c {
+            let w = if pointer {
+                if r % 2 == 0 {
+                    fn_addr[(r >> 8) as usize % FUNCTIONS] | 1
+                } else {
+                    const_addr[(r >> 8) as usize % CONSTANTS]
+                }
+            } else {
+                r as u32
+            };
+            out.extend_from_slice(&w.to_le_bytes());
+        }
+    }
+    out
+}

@@ -338,6 +338,18 @@ impl<'a, F: NorFlash, H: Sha256Engine> Updater<'a, F, H> {
         self.flash
     }
 
+    /// Reads `out.len()` bytes of the running bank at `offset` (from the bank start): the base
+    /// image a delta update ([`crate::delta::Applier`]) is rebuilt from. Read-only.
+    pub fn read_running(&mut self, offset: u32, out: &mut [u8]) -> Result<(), UpdateError> {
+        let bank = self.config.layout.bank(self.running);
+        u32::try_from(out.len())
+            .ok()
+            .and_then(|n| offset.checked_add(n))
+            .filter(|&end| end <= bank.size.0)
+            .ok_or(UpdateError::Flash(FlashFault::OutOfBounds))?;
+        read_exact(&mut self.flash, bank.offset.0 + offset, out).map_err(UpdateError::Flash)
+    }
+
     /// The next offset the current upload expects, if one is in progress.
     pub fn next_offset(&self) -> Option<u32> {
         self.upload.map(|u| u.next)

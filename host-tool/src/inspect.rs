@@ -176,6 +176,11 @@ pub fn inspect(a: InspectArgs) -> Result<(), CliError> {
         .iter()
         .map(|p| keys::public_key(p).map(|k| (p.display().to_string(), k)))
         .collect::<Result<_, _>>()?;
+    if let Ok(raw) = std::fs::read(&a.image) {
+        if crate::delta::is_patch(&raw) {
+            return crate::delta::inspect(&name, &raw, a.json);
+        }
+    }
     let file = image_file::read(&a.image)?;
     let st =
         image_file::structure(&file.bytes).map_err(|e| CliError::input(format!("{name}: {e}")))?;

@@ -6,6 +6,7 @@
 //!  ELF / HEX / BIN ──input::load──► Firmware ──sign::sign_firmware──► signed image
 //!  signed images ──provision::FlashImage (place, verify, factory state)──► flash.bin / flash.hex
 //!  flash.bin ──provision::report──► boot state + per-bank verification
+//!  running image + new image ──delta::patch──► patch (rebuilt and compared before it is written)
 //! ```
 //!
 //! Every format (image header, TLVs, signature, state record) comes from the `twinbank` device
@@ -13,6 +14,7 @@
 #![deny(missing_docs)]
 
 pub mod board_file;
+pub mod delta;
 pub mod hex;
 pub mod image_file;
 pub mod input;
@@ -227,8 +229,10 @@ For the same key, payload and options the output is byte-identical to
 Exit codes: 0 signed, 1 refused (wrong bank, misaligned, does not fit), 2 usage/input error.")]
     Sign(sign::SignArgs),
     /// Show every header field and TLV of an image; check its hash (and signature with -k).
+    /// Given a patch (`twinbank delta`), show its base, target, size, ratio and ops.
     #[command(after_help = "Examples:
   twinbank inspect app-a.bin
+  twinbank inspect v1-to-v2.patch
   twinbank inspect app-a.bin -k key.pem
   twinbank inspect app-a.hex --json | jq .hash.matches
 
@@ -262,6 +266,20 @@ first region; the QEMU board does not (its shim is loaded separately with -kerne
 
 Exit codes: 0 written, 1 an image was refused, 2 usage/input error.")]
     Provision(provision::ProvisionArgs),
+    /// Make a patch from the image a device runs to a new signed image (a delta update).
+    #[command(after_help = "Examples:
+  twinbank delta --from app-v1-a.bin --to app-v2-b.bin -o v1-to-v2.patch
+  twinbank inspect v1-to-v2.patch
+  twinbank serial --port /dev/ttyUSB0 upload app-v2-b.bin --delta-from images/   # does it all
+
+The patch rebuilds NEW.img in the device's other bank from the image it runs (OLD.img, linked for
+the running bank): the device checks that it runs OLD.img and everything it checks of a full
+upload (signature included) before it erases anything, and verifies the rebuilt image like any
+other. Before the patch is written it is applied here and compared with NEW.img byte for byte.
+The format is in docs/delta.md.
+
+Exit codes: 0 written, 2 an input is not a complete signed image, or the output cannot be written.")]
+    Delta(delta::DeltaArgs),
     /// Talk to a device over its UART: status, info, upload, confirm, reject, rollback, reboot.
     #[command(after_help = "Examples:
   twinbank serial --port /dev/ttyUSB0 status
@@ -312,6 +330,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
         }
         Cmd::Sign(a) => sign::run(a),
         Cmd::Inspect(a) => inspect::inspect(a),
+        Cmd::Delta(a) => delta::run(a),
         Cmd::Verify(a) => inspect::verify(a),
         Cmd::Provision(a) => provision::run(a),
         Cmd::Serial(a) => serial::run(a),

@@ -10,7 +10,9 @@ use serde::{Deserialize, Serialize};
 
 /// Version of the message set; `Info` reports it and the host refuses a device with another.
 /// 2: `UploadBegin` carries the unprotected TLVs (signature checked before any erase); bank
-/// status `Receiving`.
+/// status `Receiving`. The delta requests (`DeltaBegin`, `DeltaChunk`, `DeltaFinish`) and the
+/// errors `Delta`, `DeltaUnsupported` were appended without changing any message: a device
+/// that predates them answers a `DeltaBegin` with `FrameError::BadMessage`.
 pub const PROTOCOL_VERSION: u16 = 2;
 
 /// Every frame carries one envelope: a sequence number chosen by the host, echoed by the device.
@@ -64,6 +66,34 @@ pub enum Request<'a> {
     /// Cancels an update activated but not booted yet (the running image stays preferred), or
     /// an upload in progress.
     Cancel,
+    /// Starts (or continues) a delta update into the inactive bank: the patch's fixed header
+    /// and the target's manifest parts (as `UploadBegin`). The device checks that the running
+    /// image is the patch's base and everything `UploadBegin` checks before it erases anything,
+    /// and answers with the body offset it expects next (0, or where this patch stopped if the
+    /// device still holds it). Build it with [`Request::delta_begin`].
+    DeltaBegin {
+        /// The patch's fixed header ([`crate::delta::PATCH_HEADER_SIZE`] bytes).
+        #[serde(borrow)]
+        patch: &'a [u8],
+        /// The target image's 32 header bytes.
+        header: [u8; HEADER_SIZE],
+        /// The target's protected TLV area.
+        #[serde(borrow)]
+        protected_tlvs: &'a [u8],
+        /// The target's unprotected TLV area.
+        #[serde(borrow)]
+        tlvs: &'a [u8],
+    },
+    /// Patch body bytes at a body offset (≤ [`super::MAX_CHUNK`] bytes).
+    DeltaChunk {
+        /// Offset in the body.
+        offset: u32,
+        /// The bytes.
+        #[serde(borrow)]
+        data: &'a [u8],
+    },
+    /// Verifies the rebuilt image and activates it, as `UploadFinish`.
+    DeltaFinish,
 }
 
 impl<'a> Request<'a> {
@@ -86,6 +116,28 @@ impl<'a> Request<'a> {
             }),
             _ => Err(crate::ImageError::Truncated),
         }
+    }
+
+    /// The `DeltaBegin` request of a whole patch file (its parts are slices of it).
+    pub fn delta_begin(patch: &'a [u8]) -> Result<Request<'a>, crate::delta::DeltaError> {
+        let p = crate::delta::PatchFile::parse(patch)?;
+        Ok(Request::DeltaBegin {
+            patch: p.header_bytes,
+            header: p.target_header,
+            protected_tlvs: p.protected_tlvs,
+            tlvs: p.tlvs,
+        })
+    }
+
+    /// The `DeltaChunk` request carrying `body[offset..offset + len]` (shortened at the end);
+    /// `None` when `offset` is past the end.
+    pub fn delta_chunk(body: &'a [u8], offset: u32, len: usize) -> Option<Request<'a>> {
+        let start = usize::try_from(offset).ok()?;
+        let end = start.checked_add(len)?.min(body.len());
+        Some(Request::DeltaChunk {
+            offset,
+            data: body.get(start..end)?,
+        })
     }
 
     /// The `UploadChunk` request carrying `image[offset..offset + len]` (shortened at the end of
@@ -158,6 +210,10 @@ pub enum RemoteError {
     Update(UpdateError),
     /// A chunk larger than the device accepts.
     ChunkTooLarge,
+    /// The delta update was refused or failed.
+    Delta(crate::delta::DeltaError),
+    /// This device does not apply patches (its server has no [`crate::delta::Applier`]).
+    DeltaUnsupported,
 }
 
 impl core::error::Error for RemoteError {}
@@ -168,6 +224,8 @@ impl core::fmt::Display for RemoteError {
             RemoteError::Frame(e) => write!(f, "device could not read the request: {e}"),
             RemoteError::Update(e) => write!(f, "{e}"),
             RemoteError::ChunkTooLarge => write!(f, "chunk larger than {} bytes", super::MAX_CHUNK),
+            RemoteError::Delta(e) => write!(f, "{e}"),
+            RemoteError::DeltaUnsupported => f.write_str("this device does not apply patches"),
         }
     }
 }

@@ -9,6 +9,7 @@
 use super::frame::{decode_frame, encode_frame, FrameError};
 use super::message::{DeviceInfo, Envelope, RemoteError, Request, Response, PROTOCOL_VERSION};
 use super::{MAX_CHUNK, MAX_FRAME, MAX_MESSAGE};
+use crate::delta::{Applier, PatchHeader};
 use crate::image::{Sha256Engine, SoftSha256};
 use crate::update::{Manifest, UpdateError, Updater};
 use crate::Config;
@@ -19,13 +20,15 @@ pub const OUT_FRAME: usize = MAX_FRAME + 8;
 
 const _: () = assert!(OUT_FRAME > MAX_FRAME + 1);
 
-/// Serves the protocol for one [`Updater`].
+/// Serves the protocol for one [`Updater`] (and, when given one, an [`Applier`] for delta
+/// updates).
 #[derive(Debug)]
 pub struct Server<'a, F, H = SoftSha256> {
     updater: Updater<'a, F, H>,
     config: Config<'a>,
     reboot: bool,
     scratch: [u8; MAX_MESSAGE],
+    delta: Option<&'a mut Applier>,
 }
 
 impl<'a, F: NorFlash, H: Sha256Engine> Server<'a, F, H> {
@@ -36,6 +39,20 @@ impl<'a, F: NorFlash, H: Sha256Engine> Server<'a, F, H> {
             config,
             reboot: false,
             scratch: [0; MAX_MESSAGE],
+            delta: None,
+        }
+    }
+
+    /// A server that also applies patches (`DeltaBegin`, `DeltaChunk`, `DeltaFinish`) with
+    /// `applier` (≈ 6 KiB: keep it in a static).
+    pub fn with_delta(
+        updater: Updater<'a, F, H>,
+        config: Config<'a>,
+        applier: &'a mut Applier,
+    ) -> Self {
+        Server {
+            delta: Some(applier),
+            ..Server::new(updater, config)
         }
     }
 
@@ -98,10 +115,42 @@ impl<'a, F: NorFlash, H: Sha256Engine> Server<'a, F, H> {
                 header,
                 protected_tlvs,
                 tlvs,
-            } => Manifest::from_parts(header, protected_tlvs, tlvs)
-                .map_err(UpdateError::from)
-                .and_then(|m| self.updater.begin(&m))
-                .map(Response::NextOffset),
+            } => {
+                if let Some(d) = self.delta.as_deref_mut() {
+                    d.abandon();
+                }
+                Manifest::from_parts(header, protected_tlvs, tlvs)
+                    .map_err(UpdateError::from)
+                    .and_then(|m| self.updater.begin(&m))
+                    .map(Response::NextOffset)
+            }
+            Request::DeltaBegin {
+                patch,
+                header,
+                protected_tlvs,
+                tlvs,
+            } => return self.delta_begin(patch, header, protected_tlvs, tlvs),
+            Request::DeltaChunk { offset, data } => {
+                if data.len() > MAX_CHUNK {
+                    return Response::Error(RemoteError::ChunkTooLarge);
+                }
+                let Some(d) = self.delta.as_deref_mut() else {
+                    return Response::Error(RemoteError::DeltaUnsupported);
+                };
+                return delta_answer(
+                    d.write(&mut self.updater, offset, data)
+                        .map(Response::NextOffset),
+                );
+            }
+            Request::DeltaFinish => {
+                let Some(d) = self.delta.as_deref_mut() else {
+                    return Response::Error(RemoteError::DeltaUnsupported);
+                };
+                return delta_answer(
+                    d.finish(&mut self.updater)
+                        .map(|id| Response::Activated(id.version)),
+                );
+            }
             Request::UploadChunk { offset, data } => {
                 if data.len() > MAX_CHUNK {
                     return Response::Error(RemoteError::ChunkTooLarge);
@@ -120,13 +169,36 @@ impl<'a, F: NorFlash, H: Sha256Engine> Server<'a, F, H> {
                     .rollback()
                     .map(|id| Response::SwitchedTo(to, id.version))
             }
-            Request::Cancel => self.updater.cancel().map(|()| Response::Done),
+            Request::Cancel => {
+                if let Some(d) = self.delta.as_deref_mut() {
+                    d.abandon();
+                }
+                self.updater.cancel().map(|()| Response::Done)
+            }
             Request::Reboot => {
                 self.reboot = true;
                 Ok(Response::Rebooting)
             }
         };
         result.unwrap_or_else(|e| Response::Error(RemoteError::Update(e)))
+    }
+
+    fn delta_begin(
+        &mut self,
+        patch: &[u8],
+        header: [u8; crate::image::HEADER_SIZE],
+        protected_tlvs: &[u8],
+        tlvs: &[u8],
+    ) -> Response {
+        let Some(d) = self.delta.as_deref_mut() else {
+            return Response::Error(RemoteError::DeltaUnsupported);
+        };
+        let result = PatchHeader::parse(patch).and_then(|p| {
+            let m = Manifest::from_parts(header, protected_tlvs, tlvs)
+                .map_err(|e| crate::delta::DeltaError::Update(e.into()))?;
+            d.begin(&mut self.updater, &p, &m)
+        });
+        delta_answer(result.map(Response::NextOffset))
     }
 
     fn info(&self) -> DeviceInfo {
@@ -152,5 +224,15 @@ impl<'a, F: NorFlash, H: Sha256Engine> Server<'a, F, H> {
             max_chunk: MAX_CHUNK as u32,
             recovery: self.updater.in_recovery(),
         }
+    }
+}
+
+/// The answer to a delta request: an updater error is reported as such (the same refusals as a
+/// full upload), the others as delta errors.
+fn delta_answer(r: Result<Response, crate::delta::DeltaError>) -> Response {
+    match r {
+        Ok(resp) => resp,
+        Err(crate::delta::DeltaError::Update(e)) => Response::Error(RemoteError::Update(e)),
+        Err(e) => Response::Error(RemoteError::Delta(e)),
     }
 }

@@ -10,8 +10,10 @@ use link::Endpoint;
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
+use twinbank::delta::DeltaError;
 use twinbank::image::{check_manifest, VerifyParams};
 use twinbank::protocol::message::{DeviceInfo, RemoteError, Request, Response};
+use twinbank::protocol::FrameError;
 use twinbank::{Bank, BankState, BootState, DeviceIds, ImageError, Manifest, UpdateError};
 
 /// `twinbank serial …` options.
@@ -69,6 +71,12 @@ enum SerialCmd {
         /// Bytes per chunk (at most what the device accepts).
         #[arg(long, default_value_t = 1024)]
         chunk: usize,
+        /// Send a patch from the image the device runs instead of the whole image: FILE is that
+        /// image, or DIR holds earlier images (the one whose digest the device reports is
+        /// used). Falls back to a full upload, saying why, when no local image matches, when
+        /// the patch would not be smaller, or when the device does not apply patches.
+        #[arg(long, value_name = "DIR|FILE")]
+        delta_from: Option<PathBuf>,
     },
     /// Confirm the running trial image.
     Confirm,
@@ -317,6 +325,7 @@ struct UploadOptions {
     wait_timeout: f64,
     chunk: usize,
     json: bool,
+    delta_from: Option<PathBuf>,
 }
 
 /// An image read from a file and checked against the device.
@@ -411,11 +420,70 @@ fn wait_confirm(c: &mut Client, up: &Staged, timeout: f64) -> Result<(), CliErro
     }
 }
 
-/// `upload`: stage, begin, transfer, then activate / reboot / wait as asked.
+/// How an upload went: the bytes that were sent (image or patch body), from where.
+struct Sent {
+    version: Option<twinbank::Version>,
+    resumed: usize,
+    payload: usize,
+    delta: Option<serde_json::Value>,
+}
+
+/// `upload`: stage, then a patch (`--delta-from`) or the whole image, then activate / reboot /
+/// wait as asked.
 fn upload(c: &mut Client, path: &std::path::Path, o: &UploadOptions) -> Result<(), CliError> {
     let up = stage(c, path)?;
     let info_chunk = info(c)?.max_chunk as usize;
     let chunk = o.chunk.clamp(16, info_chunk);
+    let started = Instant::now();
+    let sent_before = c.bytes_sent;
+    let mut sent = None;
+    if let Some(from) = &o.delta_from {
+        match delta_plan(c, &up, from)? {
+            Ok(plan) => sent = upload_delta(c, &up, &plan, chunk, o, path)?,
+            Err(why) => eprintln!("upload: full upload: {why}"),
+        }
+    }
+    let sent = match sent {
+        Some(s) => s,
+        None => upload_full(c, &up, chunk, o, path)?,
+    };
+    if o.json {
+        let secs = started.elapsed().as_secs_f64();
+        let wire = c.bytes_sent - sent_before;
+        let ratio = if wire > 0 {
+            sent.payload as f64 / wire as f64
+        } else {
+            1.0
+        };
+        println!(
+            "{}",
+            serde_json::json!({
+                "bank": up.target.to_string(), "version": up.manifest.header.version.to_string(),
+                "bytes": up.bytes.len(), "resumed_from": sent.resumed, "wire_bytes": wire,
+                "payload_ratio": ratio, "seconds": secs,
+                "kib_per_s": sent.payload as f64 / 1024.0 / secs.max(1e-6),
+                "activated": sent.version.is_some(),
+                "delta": sent.delta,
+            })
+        );
+    }
+    if o.reboot || o.wait_confirm {
+        do_reboot(c)?;
+    }
+    if o.wait_confirm {
+        wait_confirm(c, &up, o.wait_timeout)?;
+    }
+    Ok(())
+}
+
+/// The whole image: begin, transfer, activate when asked.
+fn upload_full(
+    c: &mut Client,
+    up: &Staged,
+    chunk: usize,
+    o: &UploadOptions,
+    path: &std::path::Path,
+) -> Result<Sent, CliError> {
     let begin_req = Request::upload_begin(&up.bytes)
         .map_err(|e| CliError::input(format!("{}: {e}", path.display())))?;
     let next = begin(c, &begin_req)?;
@@ -431,8 +499,6 @@ fn upload(c: &mut Client, path: &std::path::Path, o: &UploadOptions) -> Result<(
         up.target
     );
     let mut progress = Progress::new(up.bytes.len() as u64);
-    let started = Instant::now();
-    let sent_before = c.bytes_sent;
     transfer(
         c,
         &begin_req,
@@ -442,36 +508,215 @@ fn upload(c: &mut Client, path: &std::path::Path, o: &UploadOptions) -> Result<(
         resumed,
         &mut progress,
     )?;
-    let activated = if o.activate || o.reboot || o.wait_confirm {
-        Some(activate(c, &up, &begin_req, chunk, resumed, path)?)
+    let version = if o.activate || o.reboot || o.wait_confirm {
+        Some(activate(c, up, &begin_req, chunk, resumed, path)?)
     } else {
         None
     };
-    if o.json {
-        let secs = started.elapsed().as_secs_f64();
-        let wire = c.bytes_sent - sent_before;
-        let sent_payload = up.bytes.len() - resumed;
-        let ratio = if wire > 0 {
-            sent_payload as f64 / wire as f64
+    Ok(Sent {
+        version,
+        resumed,
+        payload: up.bytes.len() - resumed,
+        delta: None,
+    })
+}
+
+/// A patch ready to send: from which local image, and its bytes.
+struct DeltaPlan {
+    base_path: PathBuf,
+    base_version: twinbank::Version,
+    patch: Vec<u8>,
+}
+
+/// The patch from the image the device runs to `up`, or why there is none (`Ok(Err(why))`:
+/// the caller falls back to a full upload).
+fn delta_plan(
+    c: &mut Client,
+    up: &Staged,
+    from: &std::path::Path,
+) -> Result<Result<DeltaPlan, String>, CliError> {
+    let i = info(c)?;
+    let state = status(c)?;
+    let running = state.as_ref().map(|s| *s.bank(i.running));
+    let digest = match running {
+        Some(BankState::Confirmed(id))
+        | Some(BankState::Rejected(id))
+        | Some(BankState::Pending { image: id, .. }) => id.digest,
+        _ => {
+            return Ok(Err(format!(
+                "the device does not report the image it runs (bank {} is {})",
+                i.running,
+                running.map_or("unknown".to_string(), |b| b.to_string())
+            )))
+        }
+    };
+    let short = hex(&digest[..8]);
+    let candidates: Vec<PathBuf> = if from.is_dir() {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(from)
+            .map_err(|e| CliError::input(format!("{}: {e}", from.display())))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.is_file())
+            .collect();
+        v.sort();
+        v
+    } else {
+        vec![from.to_path_buf()]
+    };
+    let base = candidates.iter().find_map(|p| {
+        crate::delta::read_signed(p)
+            .ok()
+            .filter(|s| s.manifest.digest == digest)
+            .map(|s| (p.clone(), s))
+    });
+    let Some((base_path, base)) = base else {
+        return Ok(Err(if from.is_dir() {
+            format!(
+                "no image in {} is the one the device runs (digest {short}…)",
+                from.display()
+            )
         } else {
-            1.0
-        };
-        println!(
-            "{}",
-            serde_json::json!({
-                "bank": up.target.to_string(), "version": up.manifest.header.version.to_string(),
-                "bytes": up.bytes.len(), "resumed_from": resumed, "wire_bytes": wire,
-                "payload_ratio": ratio, "seconds": secs,
-                "kib_per_s": sent_payload as f64 / 1024.0 / secs.max(1e-6),
-                "activated": activated.is_some(),
-            })
+            format!(
+                "{} is not the image the device runs (digest {short}…)",
+                from.display()
+            )
+        }));
+    };
+    let target = crate::delta::Signed {
+        bytes: up.bytes.clone(),
+        manifest: up.manifest.clone(),
+    };
+    let patch = crate::delta::patch(&base, &target)?;
+    if patch.len() >= up.bytes.len() {
+        return Ok(Err(format!(
+            "the patch from {} ({} bytes) would not be smaller than the image ({} bytes)",
+            base_path.display(),
+            patch.len(),
+            up.bytes.len()
+        )));
+    }
+    Ok(Ok(DeltaPlan {
+        base_path,
+        base_version: base.manifest.header.version,
+        patch,
+    }))
+}
+
+/// Sends the patch; `None` when the device does not apply patches (the caller uploads the
+/// whole image).
+fn upload_delta(
+    c: &mut Client,
+    up: &Staged,
+    plan: &DeltaPlan,
+    chunk: usize,
+    o: &UploadOptions,
+    path: &std::path::Path,
+) -> Result<Option<Sent>, CliError> {
+    let begin_req =
+        Request::delta_begin(&plan.patch).map_err(|e| CliError::input(e.to_string()))?;
+    let body = twinbank::delta::PatchFile::parse(&plan.patch)
+        .map_err(|e| CliError::input(e.to_string()))?
+        .body;
+    let next = match c.call(&begin_req).map_err(link_error)? {
+        Response::NextOffset(n) => n as usize,
+        Response::Error(RemoteError::DeltaUnsupported)
+        | Response::Error(RemoteError::Frame(FrameError::BadMessage)) => {
+            eprintln!("upload: full upload: the device does not apply patches");
+            return Ok(None);
+        }
+        r => return Err(unexpected(r).prefix(&path.display().to_string())),
+    };
+    if next > 0 {
+        eprintln!(
+            "upload: resuming the patch at byte {next} of {}",
+            body.len()
         );
     }
-    if o.reboot || o.wait_confirm {
-        do_reboot(c)?;
-    }
-    if o.wait_confirm {
-        wait_confirm(c, &up, o.wait_timeout)?;
+    eprintln!(
+        "upload: {} ({}) as a patch from {} ({}): {} bytes, {:.2} % of {} → bank {}",
+        path.display(),
+        up.manifest.header.version,
+        plan.base_path.display(),
+        plan.base_version,
+        plan.patch.len(),
+        crate::delta::percent(plan.patch.len(), up.bytes.len()),
+        up.bytes.len(),
+        up.target
+    );
+    let mut progress = Progress::new(body.len() as u64);
+    transfer_delta(c, &begin_req, body, chunk, next, &mut progress)?;
+    let version = if o.activate || o.reboot || o.wait_confirm {
+        match c.call(&Request::DeltaFinish).map_err(link_error)? {
+            Response::Activated(v) => {
+                eprintln!(
+                    "upload: verified and activated {v} in bank {} (runs on trial after reboot)",
+                    up.target
+                );
+                Some(v)
+            }
+            r => return Err(unexpected(r).prefix(&path.display().to_string())),
+        }
+    } else {
+        None
+    };
+    Ok(Some(Sent {
+        version,
+        resumed: next,
+        payload: body.len() - next,
+        delta: Some(serde_json::json!({
+            "base": plan.base_path.display().to_string(),
+            "base_version": plan.base_version.to_string(),
+            "patch_bytes": plan.patch.len(),
+            "body_bytes": body.len(),
+        })),
+    }))
+}
+
+/// Sends the patch body from `next` to the end; begins again when the device lost the patch
+/// (restart, power cut: it regenerates the bytes already in the bank without programming them)
+/// or when its bank held bytes of an earlier attempt that differ (it then starts afresh).
+fn transfer_delta(
+    c: &mut Client,
+    begin: &Request<'_>,
+    body: &[u8],
+    chunk: usize,
+    mut next: usize,
+    progress: &mut Progress,
+) -> Result<(), CliError> {
+    let mut restarted = false;
+    while next < body.len() {
+        let req = Request::delta_chunk(body, next as u32, chunk)
+            .ok_or_else(|| CliError::input(format!("the device asked for offset {next}")))?;
+        let again = match c.call(&req).map_err(link_error)? {
+            Response::NextOffset(n) => {
+                next = n as usize;
+                false
+            }
+            Response::Error(RemoteError::Delta(
+                DeltaError::NoPatch | DeltaError::OutOfOrder { .. },
+            ))
+            | Response::Error(RemoteError::Update(
+                UpdateError::NoUpload | UpdateError::OutOfOrder { .. },
+            )) => true,
+            Response::Error(RemoteError::Update(UpdateError::ContentMismatch { .. }))
+                if !restarted =>
+            {
+                restarted = true;
+                eprintln!(
+                    "upload: the bank held other bytes of an earlier attempt; the device starts \
+                     afresh"
+                );
+                true
+            }
+            r => return Err(unexpected(r)),
+        };
+        if again {
+            next = match c.call(begin).map_err(link_error)? {
+                Response::NextOffset(n) => n as usize,
+                r => return Err(unexpected(r)),
+            };
+            eprintln!("upload: device asked to resume the patch at byte {next}");
+        }
+        progress.show(next as u64, 0);
     }
     Ok(())
 }
@@ -615,6 +860,7 @@ pub fn run(a: SerialArgs) -> Result<(), CliError> {
             wait_confirm,
             wait_timeout,
             chunk,
+            delta_from,
         } => upload(
             &mut c,
             &image,
@@ -625,6 +871,7 @@ pub fn run(a: SerialArgs) -> Result<(), CliError> {
                 wait_timeout,
                 chunk,
                 json: a.json,
+                delta_from,
             },
         ),
         SerialCmd::Confirm => match c.call(&Request::Confirm).map_err(link_error)? {

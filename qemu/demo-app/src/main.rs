@@ -13,6 +13,10 @@
 //!    itself after a cut): reads the image from the host file through semihosting, streams it
 //!    through `twinbank::Updater` into the other bank, which verifies and activates it
 //!    (`app: installed <v> into bank <Y>`), and resets;
+//!    `delta=PATH` does the same with a patch (`twinbank delta`) through
+//!    `twinbank::delta::Applier`, and prints the instructions the patch body cost per image byte
+//!    (`app: delta applied …`; BENCHMARKS.md, under `-icount`); `update=PATH` prints the same
+//!    figure for the full image (`app: full image written …`);
 //! 4. with `resets=N`: resets itself until the shim has booted N + 1 times in this QEMU run;
 //! 5. with `halt`: prints the flash statistics of the run and ends QEMU with status 0;
 //! 6. otherwise serves the serial protocol on UART0 forever (`twinbank::protocol::Server`: what
@@ -21,7 +25,9 @@
 //!    response starts with a frame delimiter, so the host skips them.
 //!
 //! Test variants (cargo features): `fail-health`, `crash` (HardFault in the health check),
-//! `hang` (stops feeding the watchdog in the health check).
+//! `hang` (stops feeding the watchdog in the health check); for the delta-update tests and
+//! figures, `delta-one-line` (one more line in the RAM test) and `heapless-0-7` (its banner line
+//! formatted with heapless 0.7 instead of 0.8: a changed dependency).
 #![no_std]
 #![no_main]
 
@@ -30,6 +36,8 @@ use core::mem::{size_of, MaybeUninit};
 use core::ptr::addr_of_mut;
 use cortex_m_rt::{entry, exception, ExceptionFrame};
 use embedded_storage::nor_flash::ReadNorFlash as _;
+use twinbank::delta::{Applier, PatchHeader, PATCH_HEADER_SIZE};
+use twinbank::image::HEADER_SIZE;
 use twinbank::protocol::server::OUT_FRAME;
 use twinbank::protocol::{FrameDecoder, Server};
 use twinbank::update::Manifest;
@@ -38,6 +46,12 @@ use twinbank_board::flash::Flash;
 use twinbank_board::semihosting::HostFile;
 use twinbank_board::session::{self, flags};
 use twinbank_board::{self as board, exit_code, uart, watchdog};
+
+/// The banner line's buffer: a dependency whose version the `heapless-0-7` variant changes.
+#[cfg(not(feature = "heapless-0-7"))]
+type Line = heapless::String<128>;
+#[cfg(feature = "heapless-0-7")]
+type Line = heapless07::String<128>;
 
 mod gen {
     include!(concat!(env!("OUT_DIR"), "/app_gen.rs"));
@@ -66,10 +80,12 @@ fn main() -> ! {
     let signed_version = version.ok();
     match version {
         Ok(v) => {
-            let _ = writeln!(
-                out,
+            let mut line = Line::new();
+            let _ = write!(
+                line,
                 "app: v{v} bank {BANK} ({VARIANT}, built as {BUILD_VERSION})"
             );
+            let _ = writeln!(out, "{}", line.as_str());
         }
         Err(e) => {
             let _ = writeln!(out, "app: cannot read own header: {e}");
@@ -116,10 +132,16 @@ fn main() -> ! {
         );
     }
 
-    if let Some(path) = session::arg("update") {
+    let update = session::arg("update").map(|p| (p, false));
+    if let Some((path, delta)) = update.or_else(|| session::arg("delta").map(|p| (p, true))) {
         if !session::flag(flags::UPDATE_DONE) {
             session::set_flag(flags::UPDATE_DONE);
-            match install(&mut updater, &path) {
+            let installed = if delta {
+                install_delta(&mut updater, &path)
+            } else {
+                install(&mut updater, &path)
+            };
+            match installed {
                 Ok(id) => {
                     let _ = writeln!(
                         out,
@@ -218,7 +240,12 @@ fn ram_test() -> Result<(), Unhealthy> {
         check(i, u32::MAX)?;
         unsafe { core::ptr::write_volatile(word(i), i as u32) };
     }
-    (0..RAM_TEST_WORDS).try_for_each(|i| check(i, i as u32))
+    (0..RAM_TEST_WORDS).try_for_each(|i| check(i, i as u32))?;
+    #[cfg(feature = "delta-one-line")]
+    (0..RAM_TEST_WORDS).try_for_each(|i| {
+        check(i, i as u32).map(|()| unsafe { core::ptr::write_volatile(word(i), !(i as u32)) })
+    })?;
+    Ok(())
 }
 
 /// The health check: the test variants first, then RAM, the app's own configuration, the
@@ -259,6 +286,7 @@ enum InstallError {
     Open,
     Image(twinbank::ImageError),
     Update(UpdateError),
+    Delta(twinbank::delta::DeltaError),
     Read,
 }
 
@@ -268,6 +296,7 @@ impl core::fmt::Display for InstallError {
             InstallError::Open => f.write_str("cannot open the image file"),
             InstallError::Image(e) => write!(f, "image refused: {e}"),
             InstallError::Update(e) => write!(f, "{e}"),
+            InstallError::Delta(e) => write!(f, "{e}"),
             InstallError::Read => f.write_str("read error"),
         }
     }
@@ -288,6 +317,8 @@ fn install(updater: &mut Updater<'_, Flash>, path: &str) -> Result<ImageId, Inst
     );
     let mut offset = updater.begin(&manifest).map_err(InstallError::Update)?;
     let mut buf = [0u8; 1024];
+    let from = offset;
+    board::counter::start();
     while offset < manifest.total_len {
         watchdog::feed();
         let n = (manifest.total_len - offset).min(buf.len() as u32) as usize;
@@ -297,8 +328,71 @@ fn install(updater: &mut Updater<'_, Flash>, path: &str) -> Result<ImageId, Inst
             .write(offset, &buf[..n])
             .map_err(InstallError::Update)?;
     }
+    let spent = board::counter::instructions();
+    let _ = writeln!(
+        uart(),
+        "app: full image written: {} bytes, {spent} instructions",
+        manifest.total_len - from
+    );
     watchdog::feed();
     updater.finish().map_err(InstallError::Update)
+}
+
+/// Bytes of the manifest parts a patch may carry in `delta=PATH` (protected and unprotected
+/// TLV areas).
+const PATCH_PARTS: usize = 1024;
+
+/// Applies the patch at host `path` (`twinbank delta`) into the other bank through the delta
+/// applier: begin (base and manifest checks, erase), the body in 1 KiB chunks, finish
+/// (verification, activation). Prints the instructions the body cost.
+fn install_delta(updater: &mut Updater<'_, Flash>, path: &str) -> Result<ImageId, InstallError> {
+    let mut file = HostFile::open(path).ok_or(InstallError::Open)?;
+    let mut head = [0u8; PATCH_HEADER_SIZE + HEADER_SIZE];
+    file.read(0, &mut head).map_err(|_| InstallError::Read)?;
+    let patch = PatchHeader::parse(&head).map_err(InstallError::Delta)?;
+    let mut header = [0u8; HEADER_SIZE];
+    header.copy_from_slice(&head[PATCH_HEADER_SIZE..]);
+    let (p, t) = (patch.protected_len as usize, patch.tlvs_len as usize);
+    let mut parts = [0u8; PATCH_PARTS];
+    let parts = parts.get_mut(..p + t).ok_or(InstallError::Read)?;
+    file.read(head.len() as u32, parts)
+        .map_err(|_| InstallError::Read)?;
+    let manifest =
+        Manifest::from_parts(header, &parts[..p], &parts[p..]).map_err(InstallError::Image)?;
+    let _ = writeln!(
+        uart(),
+        "app: applying a patch of {} bytes: {} ({} bytes) into bank {}",
+        file.len(),
+        manifest.header.version,
+        manifest.total_len,
+        BANK.other()
+    );
+    // SAFETY: runs once, before `serve` (the only other user of the applier), never reentered.
+    let applier = unsafe { &mut *addr_of_mut!(APPLIER) };
+    let mut offset = applier
+        .begin(updater, &patch, &manifest)
+        .map_err(InstallError::Delta)?;
+    let body_at = (head.len() + p + t) as u32;
+    let mut buf = [0u8; 1024];
+    board::counter::start();
+    while offset < patch.body_len {
+        watchdog::feed();
+        let n = (patch.body_len - offset).min(buf.len() as u32) as usize;
+        file.read(body_at + offset, &mut buf[..n])
+            .map_err(|_| InstallError::Read)?;
+        offset = applier
+            .write(updater, offset, &buf[..n])
+            .map_err(InstallError::Delta)?;
+    }
+    let spent = board::counter::instructions();
+    let _ = writeln!(
+        uart(),
+        "app: delta applied: body {} bytes, image {} bytes, {spent} instructions",
+        patch.body_len,
+        manifest.total_len
+    );
+    watchdog::feed();
+    applier.finish(updater).map_err(InstallError::Delta)
 }
 
 fn fail(what: &str, e: UpdateError) -> ! {
@@ -308,6 +402,7 @@ fn fail(what: &str, e: UpdateError) -> ! {
 
 // The protocol's buffers, in statics so that their RAM shows in the ELF and is fixed.
 static mut DECODER: FrameDecoder = FrameDecoder::new();
+static mut APPLIER: Applier = Applier::new();
 static mut RESPONSE: [u8; OUT_FRAME] = [0; OUT_FRAME];
 static mut SERVER: MaybeUninit<Server<'static, Flash>> = MaybeUninit::uninit();
 
@@ -320,16 +415,22 @@ fn serve(updater: Updater<'static, Flash>, config: twinbank::Config<'static>) ->
         (
             &mut *addr_of_mut!(DECODER),
             &mut *addr_of_mut!(RESPONSE),
-            (*addr_of_mut!(SERVER)).write(Server::new(updater, config)),
+            (*addr_of_mut!(SERVER)).write(Server::with_delta(
+                updater,
+                config,
+                &mut *addr_of_mut!(APPLIER),
+            )),
         )
     };
     let mut u = uart();
     let _ = writeln!(
         u,
-        "app: serving the serial protocol (RAM: decoder {} B, server {} B, response {} B)",
+        "app: serving the serial protocol (RAM: decoder {} B, server {} B, response {} B; \
+         delta applier {} B)",
         size_of::<FrameDecoder>(),
         size_of::<Server<'static, Flash>>(),
-        OUT_FRAME
+        OUT_FRAME,
+        size_of::<Applier>()
     );
     // SAFETY: the app owns the core peripherals; nothing else uses SysTick.
     let mut syst = unsafe { cortex_m::Peripherals::steal() }.SYST;

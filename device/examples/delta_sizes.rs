@@ -11,11 +11,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let base = std::fs::read(base)?;
     let target = std::fs::read(target)?;
-    for (name, normalisation) in [
+    let all = [
         ("off", Normalisation::Off),
         ("rebase", Normalisation::Rebase),
         ("map", Normalisation::Map),
-    ] {
+    ];
+    for (name, normalisation) in all {
         for window_bits in [11, 12] {
             let t = std::time::Instant::now();
             let p = make_patch(

@@ -315,34 +315,37 @@ const MAP_MIN_REGION: usize = 64;
 fn map_of(regions: &[Region], tgt_base: usize) -> Vec<Segment> {
     let mut long: Vec<&Region> = regions.iter().filter(|r| r.len >= MAP_MIN_REGION).collect();
     long.sort_by_key(|r| core::cmp::Reverse(r.len));
+    // The regions chosen so far (unmerged: a later, shorter region may fall between two with
+    // the same shift), and their merged map.
+    let mut chosen: Vec<Segment> = Vec::new();
     let mut segs: Vec<Segment> = Vec::new();
     for r in long {
         let shift = (r.tgt + tgt_base) as i64 - r.src as i64;
         let Ok(shift) = i32::try_from(shift) else {
             continue;
         };
-        let mut candidate = segs.clone();
+        let mut candidate = chosen.clone();
         candidate.push(Segment {
             src: r.src as u32,
             shift,
         });
         candidate.sort_by_key(|s| s.src);
         candidate.dedup_by_key(|s| s.src);
-        // Merge a segment into its predecessor when it says the same.
         let mut merged: Vec<Segment> = Vec::new();
-        for s in candidate {
+        for s in &candidate {
             if merged.last().is_some_and(|p| p.shift == s.shift) {
                 continue;
             }
-            merged.push(s);
+            merged.push(*s);
         }
         if merged.first().is_some_and(|s| s.shift == 0) {
             // A leading zero shift is what "no segment" means.
             merged.remove(0);
         }
         if merged.len() > MAX_SEGMENTS {
-            break;
+            continue;
         }
+        chosen = candidate;
         segs = merged;
     }
     segs

@@ -424,7 +424,7 @@ pub fn synthetic_firmware(
     let constants: Vec<Vec<(bool, u64)>> = (0..CONSTANTS)
         .map(|_| {
             (0..2 + rng.next_u64() % 10)
-                .map(|_| (rng.next_u64() % 3 == 0, rng.next_u64()))
+                .map(|_| (rng.next_u64().is_multiple_of(3), rng.next_u64()))
                 .collect()
         })
         .collect();

@@ -331,7 +331,7 @@ fn the_same_patch_continues_where_it_stopped_in_one_session() {
         .write(&mut up, half as u32, &p.body[half..])
         .unwrap();
     applier.finish(&mut up).unwrap();
-    drop(up);
+
     assert_eq!(&rig.bank_bytes(Bank::B)[..target.len()], &target[..]);
 }
 
@@ -361,7 +361,7 @@ fn a_full_upload_of_the_same_image_resumes_an_interrupted_patch() {
         next = up.write(next as u32, &target[next..end]).unwrap() as usize;
     }
     up.finish().unwrap();
-    drop(up);
+
     assert_eq!(&rig.bank_bytes(Bank::B)[..target.len()], &target[..]);
 }
 
@@ -392,7 +392,7 @@ fn a_bank_written_by_a_corrupt_patch_is_started_afresh() {
         matches!(e, DeltaError::Update(UpdateError::ContentMismatch { .. })),
         "{e:?}"
     );
-    drop(up);
+
     assert_eq!(rig.state().bank(Bank::B), &BankState::Empty, "cancelled");
     // The next attempt starts afresh and succeeds.
     apply(&mut rig, &mut applier, &patch, 200, None)

@@ -98,7 +98,10 @@ fn suffix_array(s: &[u8]) -> Vec<u32> {
     let mut rank: Vec<u32> = s.iter().map(|&b| b as u32).collect();
     let mut tmp = vec![0u32; n];
     let mut k = 1usize;
-    while n > 1 {
+    if n < 2 {
+        return sa;
+    }
+    loop {
         let key = |i: u32| {
             let i = i as usize;
             (rank[i], if i + k < n { rank[i + k] as i64 } else { -1 })

@@ -374,7 +374,7 @@ mod tests {
         let mut data: Vec<u8> = (0..5000).map(|_| (rng.next_u64() % 7) as u8).collect();
         data.extend(core::iter::repeat_n(0xFF, 70_000));
         data.extend((0..3000).map(|_| rng.next_u64() as u8));
-        data.extend_from_slice(&data[100..2000].to_vec());
+        data.extend_from_within(100..2000);
         for bits in MIN_WINDOW_BITS..=MAX_WINDOW_BITS {
             let c = compress(&data, bits);
             assert_eq!(decode(&c, bits).unwrap(), data, "window bits {bits}");

@@ -353,7 +353,7 @@ mod tests {
     #[test]
     fn mov_immediates_round_trip() {
         for imm in [0u16, 1, 0x0800, 0x2101, 0x2111, 0xFFFF, 0x1234] {
-            let (a, b) = mov_with_imm(MOVW | 0x0000, 0x0300, imm);
+            let (a, b) = mov_with_imm(MOVW, 0x0300, imm);
             assert_eq!(mov_imm(a, b), imm);
             assert_eq!((b >> 8) & 0xF, 3, "Rd kept");
         }

@@ -268,7 +268,7 @@ pub fn run(opts: &Options) -> Result<Report, String> {
     let cost = |&(w, e, sc): &(usize, usize, Sc)| {
         let upload = matches!(
             sc,
-            Sc::Provision | Sc::Install | Sc::SecondUpdate | Sc::PaddedInstall
+            Sc::Provision | Sc::Install | Sc::SecondUpdate | Sc::PaddedInstall | Sc::DeltaInstall
         );
         std::cmp::Reverse((e == 1024, upload, w))
     };

@@ -10,7 +10,8 @@ use twinbank::{Bank, BankState, BootDecision, BootError, BootReason, BootState};
 /// Operator rollbacks in the compaction scenario (odd: the preferred bank flips).
 pub const COMPACTION_CHANGES: usize = 5;
 
-/// The scenarios of the issue (1–9) and two more that hunt specific updater paths (10, 11).
+/// The scenarios of the issue (1–9), two more that hunt specific updater paths (10, 11), and
+/// the delta install of issue 14 (12).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Sc {
     /// 1: factory provisioning of a confirmed image (image + Confirmed record, through flash ops).
@@ -35,11 +36,14 @@ pub enum Sc {
     PaddedInstall = 10,
     /// 11: install of a rebuild whose header equals the rejected image's still in the bank.
     Rebuild = 11,
+    /// 12: a delta install (issue 14): a patch from the running image applied into the other
+    /// bank; after a cut the patch is applied again from its start.
+    DeltaInstall = 12,
 }
 
 impl Sc {
     /// All scenarios.
-    pub const ALL: [Sc; 11] = [
+    pub const ALL: [Sc; 12] = [
         Sc::Provision,
         Sc::Install,
         Sc::Trial,
@@ -51,6 +55,7 @@ impl Sc {
         Sc::Decision,
         Sc::PaddedInstall,
         Sc::Rebuild,
+        Sc::DeltaInstall,
     ];
 
     /// From its number.
@@ -72,6 +77,7 @@ impl Sc {
             Sc::Decision => "boot decision",
             Sc::PaddedInstall => "install 0xff run",
             Sc::Rebuild => "install rebuild",
+            Sc::DeltaInstall => "delta install",
         }
     }
 
@@ -82,6 +88,7 @@ impl Sc {
             Sc::PaddedInstall => Some((Bank::A, ImgName::Pad)),
             Sc::SecondUpdate => Some((Bank::B, ImgName::U2)),
             Sc::Rebuild => Some((Bank::A, ImgName::U1b)),
+            Sc::DeltaInstall => Some((Bank::A, ImgName::D)),
             _ => None,
         }
     }
@@ -227,6 +234,57 @@ pub fn upload<const W: usize, const E: usize>(
     }
 }
 
+/// The host sends the patch from F to D to a device running `running`: the delta applier's
+/// begin, the body in chunks, finish. Always from the patch's first byte (a restart after a cut
+/// regenerates what the bank holds without programming it again).
+pub fn apply_delta<const W: usize, const E: usize>(
+    w: &World<W, E>,
+    flash: &mut DevFlash<W, E>,
+    running: Bank,
+) -> Result<(), Stop> {
+    use twinbank::delta::{Applier, PatchFile};
+    let r = (|| {
+        let p = PatchFile::parse(&w.delta_patch).map_err(|e| ("patch", e))?;
+        let m = twinbank::Manifest::from_parts(p.target_header, p.protected_tlvs, p.tlvs)
+            .map_err(|e| ("manifest", twinbank::delta::DeltaError::Update(e.into())))?;
+        let mut up = Updater::new(&mut *flash, w.config(), running)
+            .map_err(|e| ("open", twinbank::delta::DeltaError::Update(e)))?;
+        let mut applier = Box::new(Applier::new());
+        let mut next = applier
+            .begin(&mut up, &p.header, &m)
+            .map_err(|e| ("begin", e))? as usize;
+        // Small chunks: the body is short, and each chunk is a point where the session may end.
+        let chunk = CHUNK / 8;
+        while next < p.body.len() {
+            let end = (next + chunk).min(p.body.len());
+            next = applier
+                .write(&mut up, next as u32, &p.body[next..end])
+                .map_err(|e| ("write", e))? as usize;
+        }
+        applier.finish(&mut up).map_err(|e| ("finish", e))?;
+        Ok(())
+    })();
+    match r {
+        Ok(()) => ok_after(flash, "delta install"),
+        Err((what, e)) => Err(dev_err(flash, &format!("delta install: {what}"), e)),
+    }
+}
+
+/// The step of an install scenario: the whole image, or the patch for the delta scenario.
+fn install_step<const W: usize, const E: usize>(
+    w: &World<W, E>,
+    flash: &mut DevFlash<W, E>,
+    sc: Sc,
+    running: Bank,
+    img: &Img,
+) -> Result<(), Stop> {
+    if sc == Sc::DeltaInstall {
+        apply_delta(w, flash, running)
+    } else {
+        upload(w, flash, running, img)
+    }
+}
+
 fn updater_call<const W: usize, const E: usize, T>(
     w: &World<W, E>,
     flash: &mut DevFlash<W, E>,
@@ -252,7 +310,7 @@ fn setup<const W: usize, const E: usize>(w: &World<W, E>, sc: Sc) -> Result<DevF
         twinbank::decide(f, &w.config()).map_err(|e| Stop::Fail(format!("setup boot: {e}")))
     };
     match sc {
-        Sc::Install | Sc::PaddedInstall => {}
+        Sc::Install | Sc::PaddedInstall | Sc::DeltaInstall => {}
         Sc::Decision => {
             upload(w, &mut f, Bank::A, w.img(ImgName::U1))?;
             for _ in 0..w.attempts() {
@@ -315,7 +373,7 @@ impl<'w, const W: usize, const E: usize> Case<'w, W, E> {
         let mut expected = ps;
         let (allowed, overwritten) = match sc {
             Sc::Provision => (vec![ImgName::F], Some(Bank::A)),
-            Sc::Install | Sc::PaddedInstall | Sc::Rebuild | Sc::SecondUpdate => {
+            Sc::Install | Sc::PaddedInstall | Sc::Rebuild | Sc::SecondUpdate | Sc::DeltaInstall => {
                 let (running, img) = sc.install().expect("install scenario");
                 let target = running.other();
                 *expected.bank_mut(target) = pending(w.img(img).id);
@@ -522,9 +580,13 @@ impl<'w, const W: usize, const E: usize> Case<'w, W, E> {
         match session {
             Session::Step => match self.sc {
                 Sc::Provision => provision(w, flash),
-                Sc::Install | Sc::PaddedInstall | Sc::Rebuild | Sc::SecondUpdate => {
+                Sc::Install
+                | Sc::PaddedInstall
+                | Sc::Rebuild
+                | Sc::SecondUpdate
+                | Sc::DeltaInstall => {
                     let (running, img) = self.sc.install().expect("install");
-                    upload(w, flash, running, w.img(img))
+                    install_step(w, flash, self.sc, running, w.img(img))
                 }
                 Sc::Trial | Sc::Decision => self.boot(flash).map(|_| ()),
                 Sc::Confirm => updater_call(w, flash, Bank::B, "confirm", |u| u.confirm()),
@@ -570,7 +632,7 @@ impl<'w, const W: usize, const E: usize> Case<'w, W, E> {
             .read_state(flash)
             .ok_or_else(|| Stop::Fail("no state".into()))?;
         match self.sc {
-            Sc::Install | Sc::PaddedInstall | Sc::Rebuild | Sc::SecondUpdate => {
+            Sc::Install | Sc::PaddedInstall | Sc::Rebuild | Sc::SecondUpdate | Sc::DeltaInstall => {
                 let (running, name) = self.sc.install().expect("install");
                 let img = w.img(name);
                 let done = matches!(
@@ -579,7 +641,7 @@ impl<'w, const W: usize, const E: usize> Case<'w, W, E> {
                         if *image == img.id
                 );
                 if d.bank == running && !done {
-                    upload(w, flash, running, img)?;
+                    install_step(w, flash, self.sc, running, img)?;
                 }
                 Ok(())
             }
@@ -625,7 +687,7 @@ impl<'w, const W: usize, const E: usize> Case<'w, W, E> {
         };
         match self.sc {
             Sc::Provision => *s == self.expected,
-            Sc::Install | Sc::PaddedInstall | Sc::Rebuild | Sc::SecondUpdate => {
+            Sc::Install | Sc::PaddedInstall | Sc::Rebuild | Sc::SecondUpdate | Sc::DeltaInstall => {
                 let (running, name) = self.sc.install().expect("install");
                 let id = w.img(name).id;
                 let pre = self.pre_state.expect("pre");

@@ -50,6 +50,9 @@ pub enum ImgName {
     Pad,
     /// A rebuild of U1: same header (version, size, counter), different payload.
     U1b,
+    /// The target of a delta update from F: F's payload with bytes changed and inserted, for
+    /// bank B.
+    D,
 }
 
 /// Everything about one geometry.
@@ -63,6 +66,8 @@ pub struct World<const W: usize, const E: usize> {
     /// The broken state writer in use, if any.
     pub fault: Option<Fault>,
     images: Vec<(ImgName, Img)>,
+    /// The patch from F to D (`twinbank delta`).
+    pub delta_patch: Vec<u8>,
 }
 
 fn payload(seed: u64, len: usize, ff_run: Option<(usize, usize)>) -> Vec<u8> {
@@ -174,15 +179,33 @@ impl<const W: usize, const E: usize> World<W, E> {
                 ),
             ));
         }
+        // D: F's program with a few bytes changed and a short run inserted in the middle.
+        let mut d = payload(1, sizes[0], None);
+        let mid = d.len() / 2;
+        d[10] ^= 0x5A;
+        d.splice(mid..mid, payload(6, 24, None));
+        images.push((
+            ImgName::D,
+            make("D", Bank::B, Version::new(5, 0, 0, 0), 2, d),
+        ));
         for (_, img) in &images {
             assert!(img.bytes.len() as u32 <= bank_size, "image fits its bank");
         }
+        let find = |n: ImgName| &images.iter().find(|(m, _)| *m == n).expect("image").1;
+        let delta_patch = twinbank::delta::encode::make_patch(
+            &find(ImgName::F).bytes,
+            &find(ImgName::D).bytes,
+            &twinbank::delta::encode::EncodeOptions::default(),
+        )
+        .expect("delta patch")
+        .bytes;
         World {
             layout,
             keys,
             flash_size,
             fault,
             images,
+            delta_patch,
         }
     }
 

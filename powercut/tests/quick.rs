@@ -26,8 +26,9 @@ fn quick_matrix_issue_scenarios() {
 }
 
 /// Scenarios 10 and 11: updater edge cases (an image with a run of 0xff bytes across a sector
-/// boundary; a rebuild with the same header as the image still in the bank).
+/// boundary; a rebuild with the same header as the image still in the bank); and 12, a delta
+/// install (issue 14).
 #[test]
-fn quick_matrix_updater_edge_cases() {
-    quick(&[Sc::PaddedInstall, Sc::Rebuild]);
+fn quick_matrix_updater_edge_cases_and_delta() {
+    quick(&[Sc::PaddedInstall, Sc::Rebuild, Sc::DeltaInstall]);
 }

@@ -1,6 +1,7 @@
 //! `cargo xtask <command>`: the project's automation. See README.md; `cargo xtask <command>
 //! --help` describes each command.
 
+mod delta_bench;
 mod demo;
 mod size;
 mod test;
@@ -65,6 +66,11 @@ enum Cmd {
         #[arg(long)]
         measure: bool,
     },
+    /// The figures of BENCHMARKS.md "Delta updates": patch sizes of three firmware pairs
+    /// against bsdiff4 and detools (installed into target/delta-bench-venv), the device's apply
+    /// cost under QEMU -icount, the applier's RAM, and an upload over the UART with and without
+    /// a patch.
+    DeltaBench,
     /// The bootloader shim's flash and static RAM, and the flash bytes per crate (from the ELF's
     /// symbols). Fails when the flash exceeds `[bootloader] flash_budget` of twinbank.toml.
     Size {
@@ -103,6 +109,7 @@ fn main() {
         Cmd::Qemu { flash, shim, tcp } => demo::qemu_cmd(flash, shim, tcp),
         Cmd::Firmware { measure } => demo::firmware_cmd(measure),
         Cmd::Size { elf, symbols } => size::size_cmd(elf, symbols),
+        Cmd::DeltaBench => delta_bench::run(),
     };
     if let Err(e) = result {
         eprintln!("xtask: error: {e}");

@@ -17,7 +17,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ("map", Normalisation::Map),
     ];
     for (name, normalisation) in all {
-        for window_bits in [11, 12] {
+        for window_bits in [10, 11] {
             let t = std::time::Instant::now();
             let p = make_patch(
                 &base,
@@ -34,10 +34,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 p.bytes.len(),
                 100.0 * p.bytes.len() as f64 / target.len() as f64,
                 target.len(),
-                p.op_stream_len,
+                p.op_stream.len(),
                 p.segments,
                 t.elapsed().as_secs_f64()
             );
+            if normalisation == Normalisation::Map && window_bits == 11 {
+                let sizes: Vec<String> = (8..=11)
+                    .map(|b| {
+                        let n = twinbank::delta::lz::compress(&p.op_stream, b).len();
+                        format!("{} B window: {n}", 1 << b)
+                    })
+                    .collect();
+                println!("        op stream LZ: {}", sizes.join(", "));
+            }
         }
     }
     Ok(())

@@ -148,6 +148,7 @@ pub fn run() -> Result<(), String> {
     // 1. Sizes.
     let mut json_pairs = Vec::new();
     let mut ours = Vec::new();
+    let mut streams = Vec::new();
     for pair in &PAIRS {
         let (b, t) = (sign(pair.base)?, sign(pair.target)?);
         let (base, target) = (read(&b)?, read(&t)?);
@@ -166,6 +167,10 @@ pub fn run() -> Result<(), String> {
             if n == Normalisation::Map {
                 let path = work.join(format!("{}-{}.patch", pair.base.0, pair.target.0));
                 std::fs::write(&path, &p.bytes).map_err(|e| e.to_string())?;
+                let ops = work.join(format!("{}-{}.ops", pair.base.0, pair.target.0));
+                std::fs::write(&ops, &p.op_stream).map_err(|e| e.to_string())?;
+                let lz = |bits| twinbank::delta::lz::compress(&p.op_stream, bits).len();
+                streams.push((ops, p.op_stream.len(), lz(10), lz(11)));
             }
         }
         ours.push((b.clone(), t.clone(), target.len(), sizes));
@@ -174,6 +179,7 @@ pub fn run() -> Result<(), String> {
             "base_elf": build.elf(pair.base.0), "target_elf": build.elf(pair.target.0),
             "base_address": board.layout().map_err(|e| e.to_string())?.bank_address(pair.base.1),
             "target_address": board.layout().map_err(|e| e.to_string())?.bank_address(pair.target.1),
+            "ops": streams.last().map(|s: &(PathBuf, usize, usize, usize)| s.0.clone()),
         }));
     }
     let pairs_file = work.join("pairs.json");
@@ -217,6 +223,31 @@ pub fn run() -> Result<(), String> {
             pct(v("detools_lzma"), *len),
             pct(v("detools_heatshrink"), *len),
             pct(v("detools_lzma_cm4"), *len),
+        );
+    }
+
+    println!(
+        "\nThe op stream (uncompressed, bytes) compressed by the candidates of the device side:"
+    );
+    println!(
+        "| pair | op stream | twinbank LZ 1 KiB | twinbank LZ 2 KiB (used) | heatshrink W=8 L=4 | \
+         heatshrink W=10 L=4 | heatshrink W=11 L=4 | heatshrink W=12 L=4 | heatshrink W=12 L=5 | \
+         deflate (32 KiB) | lzma |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    for ((pair, (_, len, lz10, lz11)), t) in PAIRS.iter().zip(&streams).zip(&theirs) {
+        let o = &t["ops"];
+        let v = |k: &str| o[k].as_u64().unwrap_or(0);
+        println!(
+            "| {} | {len} | {lz10} | **{lz11}** | {} | {} | {} | {} | {} | {} | {} |",
+            pair.what,
+            v("hs_8_4"),
+            v("hs_10_4"),
+            v("hs_11_4"),
+            v("hs_12_4"),
+            v("hs_12_5"),
+            v("deflate"),
+            v("lzma"),
         );
     }
 

@@ -42,7 +42,7 @@ pub enum Normalisation {
 /// Encoder options.
 #[derive(Debug, Clone, Copy)]
 pub struct EncodeOptions {
-    /// LZ window bits (8..=12; the device decodes up to 12).
+    /// LZ window bits (8..=11; the device decodes up to [`super::lz::MAX_WINDOW_BITS`]).
     pub window_bits: u8,
     /// Normalisation.
     pub normalisation: Normalisation,
@@ -359,8 +359,8 @@ fn map_of(regions: &[Region], tgt_base: usize) -> Vec<Segment> {
 pub struct Patch {
     /// The whole patch file.
     pub bytes: Vec<u8>,
-    /// Bytes of the op stream before compression.
-    pub op_stream_len: usize,
+    /// The op stream before compression (what the body decompresses to).
+    pub op_stream: Vec<u8>,
     /// Segments in its map.
     pub segments: usize,
 }
@@ -408,7 +408,7 @@ pub fn make_patch(base: &[u8], target: &[u8], opts: &EncodeOptions) -> Result<Pa
         Normalisation::Map => opts.passes.max(1) + 1,
         _ => 1,
     };
-    let mut best: Option<(Vec<u8>, usize, usize)> = None;
+    let mut best: Option<(Vec<u8>, Vec<u8>, usize)> = None;
     for _ in 0..passes {
         let reloc = Reloc {
             base_address: bm.header.load_addr,
@@ -419,7 +419,7 @@ pub fn make_patch(base: &[u8], target: &[u8], opts: &EncodeOptions) -> Result<Pa
         let (stream, body, regions) =
             encode_with(base, &reloc, normalise, target_ops, opts.window_bits);
         if best.as_ref().is_none_or(|(b, _, _)| body.len() < b.len()) {
-            best = Some((body, stream.len(), map.len()));
+            best = Some((body, stream, map.len()));
         }
         let next = map_of(&regions, HEADER_SIZE);
         if next == map {
@@ -427,7 +427,7 @@ pub fn make_patch(base: &[u8], target: &[u8], opts: &EncodeOptions) -> Result<Pa
         }
         map = next;
     }
-    let (body, op_stream_len, segments) = best.ok_or(EncodeError::TooLarge)?;
+    let (body, op_stream, segments) = best.ok_or(EncodeError::TooLarge)?;
     let protected = &target[prot_start..hashed];
     let tlvs = &target[hashed..];
     let header = PatchHeader {
@@ -456,7 +456,7 @@ pub fn make_patch(base: &[u8], target: &[u8], opts: &EncodeOptions) -> Result<Pa
     }
     Ok(Patch {
         bytes,
-        op_stream_len,
+        op_stream,
         segments,
     })
 }

@@ -4,7 +4,7 @@
 //! off size
 //!   0   4  magic "TBDP"
 //!   4   1  format version (1)
-//!   5   1  LZ window bits of the body (8..=12)
+//!   5   1  LZ window bits of the body (8..=11)
 //!   6   1  flags: bit 0 = the base is used as it is (no normalisation); others 0
 //!   7   1  reserved (0)
 //!   8  32  base digest: the SHA-256 TLV of the image the patch applies to (the running one)

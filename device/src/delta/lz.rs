@@ -6,8 +6,8 @@
 //!  1 len:(7-h) off:h  off_lo:8    match: offset = (off << 8 | off_lo) + 1, in 1..=2^(8+h)
 //!                                 length = len + 3; len all ones: + a LEB128 number
 //! ```
-//! `h = window_bits - 8`, so a 4 KiB window (12 bits) leaves 3 length bits (3..=9 without the
-//! extension), a 2 KiB window 4 bits (3..=17). Byte-aligned literal runs cost one byte per 128
+//! `h = window_bits - 8`, so a 2 KiB window (11 bits, the largest the device decodes) leaves 4
+//! length bits (3..=17 without the extension), a 256-byte window 7 bits. Byte-aligned literal runs cost one byte per 128
 //! literals: a patch is mostly new code and signatures, which no LZ shrinks, so what matters is
 //! not to inflate them (a bit-oriented LZSS such as heatshrink spends 9 bits per literal). The
 //! figures of the alternatives are in BENCHMARKS.md.
@@ -18,8 +18,9 @@
 
 use super::Corruption;
 
-/// Largest window the device decodes: 4 KiB.
-pub const MAX_WINDOW_BITS: u8 = 12;
+/// Largest window the device decodes: 2 KiB. Measured on the op streams of real firmware pairs
+/// (BENCHMARKS.md): 1 KiB costs ≈ 1 % more on a larger change, 4 KiB gains nothing.
+pub const MAX_WINDOW_BITS: u8 = 11;
 /// Smallest window a patch may declare.
 pub const MIN_WINDOW_BITS: u8 = 8;
 /// The window the encoder uses by default (the largest the device decodes).
@@ -74,7 +75,7 @@ impl Default for LzDecoder {
 }
 
 impl LzDecoder {
-    /// A decoder for a 4 KiB window (call [`LzDecoder::reset`] with the patch's window).
+    /// A decoder for the largest window (call [`LzDecoder::reset`] with the patch's window).
     pub const fn new() -> LzDecoder {
         LzDecoder {
             window: [0; WINDOW],
@@ -233,7 +234,7 @@ fn varint_len(mut v: u32) -> usize {
     n
 }
 
-/// Compresses `input` for a window of `2^window_bits` bytes (8..=12): an optimal parse under
+/// Compresses `input` for a window of `2^window_bits` bytes (8..=11): an optimal parse under
 /// the token costs (dynamic programming over literal runs and the longest match at each
 /// position, found through hash chains).
 #[cfg(feature = "std")]
@@ -385,19 +386,19 @@ mod tests {
                 data.len()
             );
         }
-        assert!(compress(&[], 12).is_empty());
+        assert!(compress(&[], 11).is_empty());
     }
 
     #[test]
     fn a_reference_before_the_start_is_refused() {
         // Match of length 3 at offset 1 with nothing decoded yet.
-        assert_eq!(decode(&[0x80, 0x00], 12), Err(Corruption::LzOffset));
+        assert_eq!(decode(&[0x80, 0x00], 11), Err(Corruption::LzOffset));
         // One literal, then offset 2.
         assert_eq!(
-            decode(&[0x00, 7, 0x80, 0x01], 12),
+            decode(&[0x00, 7, 0x80, 0x01], 11),
             Err(Corruption::LzOffset)
         );
-        assert_eq!(decode(&[0x00, 7, 0x80, 0x00], 12), Ok(vec![7, 7, 7, 7]));
+        assert_eq!(decode(&[0x00, 7, 0x80, 0x00], 11), Ok(vec![7, 7, 7, 7]));
     }
 
     #[test]

@@ -107,6 +107,14 @@ impl View<'_> {
         Some(u16::from_le_bytes([self.bytes[i], self.bytes[i + 1]]))
     }
 
+    fn byte(&self, at: i64) -> Option<u8> {
+        let end = self.start as i64 + self.bytes.len() as i64;
+        if at < self.start as i64 || at >= end.min(self.base_len as i64) {
+            return None;
+        }
+        Some(self.bytes[(at - self.start as i64) as usize])
+    }
+
     fn word(&self, at: i64) -> Option<u32> {
         Some(self.hw(at)? as u32 | (self.hw(at + 2)? as u32) << 16)
     }
@@ -301,19 +309,20 @@ pub fn normalise(reloc: &Reloc<'_>, raw: &[u8], raw_start: u32, from: u32, out: 
         }
         w += 4;
     }
+    // A MOVW/MOVT pair or a branch starts with a halfword `11110…` (a cheap filter before the
+    // full checks; a pair and a branch never start at the same halfword).
     let mut p = (from_i - MOV_REACH - 2) & !1;
     while p < to {
-        if let Some((q, h)) = s.mov_site(p) {
-            let b = halfwords(&h);
-            put(out, from, p, &b[..4]);
-            put(out, from, q, &b[4..]);
-        }
-        p += 2;
-    }
-    let mut p = (from_i - 2) & !1;
-    while p < to {
-        if let Some(h) = s.branch_site(p) {
-            put(out, from, p, &halfwords(&h)[..4]);
+        if s.v.byte(p + 1).is_some_and(|b| b & 0xF8 == 0xF0) {
+            if let Some((q, h)) = s.mov_site(p) {
+                let b = halfwords(&h);
+                put(out, from, p, &b[..4]);
+                put(out, from, q, &b[4..]);
+            } else if p + 4 > from_i {
+                if let Some(h) = s.branch_site(p) {
+                    put(out, from, p, &halfwords(&h)[..4]);
+                }
+            }
         }
         p += 2;
     }

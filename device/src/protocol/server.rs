@@ -44,7 +44,7 @@ impl<'a, F: NorFlash, H: Sha256Engine> Server<'a, F, H> {
     }
 
     /// A server that also applies patches (`DeltaBegin`, `DeltaChunk`, `DeltaFinish`) with
-    /// `applier` (≈ 6 KiB: keep it in a static).
+    /// `applier` (≈ 3.6 KiB: keep it in a static).
     pub fn with_delta(
         updater: Updater<'a, F, H>,
         config: Config<'a>,

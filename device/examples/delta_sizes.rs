@@ -39,7 +39,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 t.elapsed().as_secs_f64()
             );
             if normalisation == Normalisation::Map && window_bits == 11 {
-                let sizes: Vec<String> = (8..=11)
+                let sizes: Vec<String> = (8..=12)
                     .map(|b| {
                         let n = twinbank::delta::lz::compress(&p.op_stream, b).len();
                         format!("{} B window: {n}", 1 << b)

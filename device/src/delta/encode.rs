@@ -403,6 +403,9 @@ pub fn make_patch(base: &[u8], target: &[u8], opts: &EncodeOptions) -> Result<Pa
     let base_len = u32::try_from(base.len()).map_err(|_| EncodeError::TooLarge)?;
     let target_ops = &target[HEADER_SIZE..hashed];
     let normalise = opts.normalisation != Normalisation::Off;
+    let window_bits = opts
+        .window_bits
+        .clamp(super::lz::MIN_WINDOW_BITS, super::lz::MAX_WINDOW_BITS);
     let mut map: Vec<Segment> = Vec::new();
     let passes = match opts.normalisation {
         Normalisation::Map => opts.passes.max(1) + 1,
@@ -416,8 +419,7 @@ pub fn make_patch(base: &[u8], target: &[u8], opts: &EncodeOptions) -> Result<Pa
             target_address: tm.header.load_addr,
             map: &map,
         };
-        let (stream, body, regions) =
-            encode_with(base, &reloc, normalise, target_ops, opts.window_bits);
+        let (stream, body, regions) = encode_with(base, &reloc, normalise, target_ops, window_bits);
         if best.as_ref().is_none_or(|(b, _, _)| body.len() < b.len()) {
             best = Some((body, stream, map.len()));
         }
@@ -431,7 +433,7 @@ pub fn make_patch(base: &[u8], target: &[u8], opts: &EncodeOptions) -> Result<Pa
     let protected = &target[prot_start..hashed];
     let tlvs = &target[hashed..];
     let header = PatchHeader {
-        window_bits: opts.window_bits,
+        window_bits,
         raw: !normalise,
         base_digest: bm.digest,
         base_size: base_len,

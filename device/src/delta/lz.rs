@@ -23,6 +23,9 @@ use super::Corruption;
 pub const MAX_WINDOW_BITS: u8 = 11;
 /// Smallest window a patch may declare.
 pub const MIN_WINDOW_BITS: u8 = 8;
+/// Largest window [`compress`] makes, for measurements: patches use at most
+/// [`MAX_WINDOW_BITS`], the device refuses larger ones.
+pub const MEASURE_MAX_WINDOW_BITS: u8 = 12;
 /// The window the encoder uses by default (the largest the device decodes).
 pub const DEFAULT_WINDOW_BITS: u8 = MAX_WINDOW_BITS;
 /// Shortest match.
@@ -234,7 +237,8 @@ fn varint_len(mut v: u32) -> usize {
     n
 }
 
-/// Compresses `input` for a window of `2^window_bits` bytes (8..=11): an optimal parse under
+/// Compresses `input` for a window of `2^window_bits` bytes (8..=12; a device decodes up to
+/// [`MAX_WINDOW_BITS`]): an optimal parse under
 /// the token costs (dynamic programming over literal runs and the longest match at each
 /// position, found through hash chains).
 #[cfg(feature = "std")]
@@ -242,7 +246,7 @@ fn varint_len(mut v: u32) -> usize {
 pub fn compress(input: &[u8], window_bits: u8) -> std::vec::Vec<u8> {
     use std::vec;
     use std::vec::Vec;
-    let bits = window_bits.clamp(MIN_WINDOW_BITS, MAX_WINDOW_BITS);
+    let bits = window_bits.clamp(MIN_WINDOW_BITS, MEASURE_MAX_WINDOW_BITS);
     let window = 1usize << bits;
     let lb = len_bits(bits);
     let max_field = (1u32 << lb) - 1;

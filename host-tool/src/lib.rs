@@ -285,11 +285,14 @@ Exit codes: 0 written, 2 an input is not a complete signed image, or the output 
   twinbank serial --port /dev/ttyUSB0 status
   twinbank serial --port /dev/pts/3 info --json          # the pty `cargo xtask qemu` prints
   twinbank serial --tcp 127.0.0.1:4321 upload app-b.bin --activate --reboot --wait-confirm
+  twinbank serial --port /dev/ttyUSB0 upload app-b.bin --delta-from released/ --reboot
   twinbank serial --port /dev/ttyUSB0 confirm
   twinbank serial --port /dev/ttyUSB0 rollback --yes --reboot
 
 Uploads go to the bank that is not running, resume where an interrupted upload stopped, and are
-checked against the device (bank, ids, counter, size) before the first byte is sent.
+checked against the device (bank, ids, counter, size) before the first byte is sent. With
+--delta-from, a patch from the image the device runs is sent instead when one of the given images
+is that image (a full upload otherwise, saying why).
 
 Exit codes: 0 done, 1 the device refused (image, state), 2 no device / link or input error.")]
     Serial(serial::SerialArgs),

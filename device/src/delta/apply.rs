@@ -191,7 +191,12 @@ impl Applier {
             body_crc: patch.body_crc,
         };
         if let Some(s) = self.session {
-            if s.id == id && up.next_offset() == Some(self.ops.written()) {
+            // The same patch, and the updater still receives its image where the ops stopped.
+            let other = up.running().other();
+            let receiving = up.state().is_some_and(|st| {
+                matches!(st.bank(other), BankState::Receiving(r) if r.image.digest == manifest.digest)
+            });
+            if s.id == id && receiving && up.next_offset() == Some(self.ops.written()) {
                 return Ok(s.consumed);
             }
         }

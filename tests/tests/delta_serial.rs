@@ -82,7 +82,6 @@ fn fake_device(
             let written = server.updater().flash_mut().counters.bytes_written;
             programmed.store(written as u32, Ordering::SeqCst);
         }
-        drop(server);
         running = boot::decide(&mut flash, &config).expect("boots").bank;
     }
 }

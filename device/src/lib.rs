@@ -18,7 +18,9 @@
 //! - [`boot`]: the boot decision the bootloader shim calls;
 //! - [`update`]: what the application calls (install, confirm, reject, rollback);
 //! - [`protocol`]: the serial protocol (frames, messages, the device-side server);
-//! - [`testing`] (`std`): the strict NOR flash used by the tests.
+//! - [`testing`] (`std`): the strict NOR flash used by the tests, the device invariants every
+//!   randomised test and fuzz target checks, a device rig driven through the protocol, and the
+//!   fuzz harnesses.
 //!
 //! `no_std`, no heap, generic over [`embedded_storage::nor_flash::NorFlash`]. Nothing read from
 //! flash can make it panic: every length is checked before use. Stack needs are listed in

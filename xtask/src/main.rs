@@ -4,10 +4,12 @@
 //! - `demo`: the QEMU demo story (the project's main job);
 //! - `qemu [--flash FILE]`: a provisioned demo device left running for a person;
 //! - `powercut [--quick] [...]`: the power-cut matrix (release build);
-//! - `firmware`: build the shim and demo app variants into target/firmware/.
+//! - `firmware`: build the shim and demo app variants into target/firmware/;
+//! - `fuzz [--seconds N] [--smoke] [--seeds] [--asan] [TARGET...]`: coverage-guided fuzzing.
 
 mod demo;
 mod firmware;
+mod fuzz;
 mod qemu;
 mod test;
 mod tools;
@@ -38,8 +40,9 @@ fn main() {
         Some("demo") => demo::demo(rest),
         Some("qemu") => demo::qemu_cmd(rest),
         Some("firmware") => demo::firmware_cmd(rest),
+        Some("fuzz") => fuzz::fuzz(rest),
         _ => {
-            eprintln!("usage: cargo xtask <test|demo|qemu|powercut|firmware>");
+            eprintln!("usage: cargo xtask <test|demo|qemu|powercut|firmware|fuzz>");
             std::process::exit(2);
         }
     };

@@ -43,6 +43,11 @@ impl<'a, F: NorFlash> Server<'a, F> {
         &mut self.updater
     }
 
+    /// Ends the session and gives the updater back (an upload in progress stays in it).
+    pub fn into_updater(self) -> Updater<'a, F> {
+        self.updater
+    }
+
     /// True once a `Reboot` request was answered: the application should reset now.
     pub fn reboot_requested(&self) -> bool {
         self.reboot

@@ -13,7 +13,7 @@ use std::vec::Vec;
 ///
 /// An accepted description yields a layout, ids and attempts that all check out, with regions
 /// inside the flash and the address space, erase-aligned, disjoint, equal banks, two or more
-/// state sectors, and both vector tables aligned; a UUID that parses prints and parses back the same.
+/// state sectors, a header smaller than a bank, and both vector tables aligned; a UUID that parses prints and parses back the same.
 pub fn board(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
     if let Some(u) = parse_uuid(&text) {
@@ -52,6 +52,10 @@ pub fn board(data: &[u8]) {
     }
     ensure(layout.state_sectors() >= 2, "state region too small");
     ensure(regions[1].size == regions[2].size, "banks differ");
+    ensure(
+        u32::from(d.image.header_size) < layout.bank_size(),
+        "header leaves no room in a bank",
+    );
     for bank in Bank::ALL {
         let r = layout.bank(bank);
         let end = d.flash.base as u64 + r.offset.0 as u64 + r.size.0 as u64;

@@ -112,7 +112,8 @@ pub fn ensure_cargo_fuzz() -> Result<(), String> {
         Ok(())
     } else {
         Err(format!(
-            "cargo-fuzz was installed but `cargo fuzz` does not run (is ~/.cargo/bin on PATH?)\n  {how}"
+            "cargo-fuzz was installed but `cargo fuzz` does not run (is ~/.cargo/bin on \
+             PATH?)\n  {how}"
         ))
     }
 }

@@ -2,9 +2,9 @@
 //! the invariants of [`super::invariants`] checked after every frame and every boot.
 //!
 //! ```text
-//!  bytes ─► FrameDecoder ─► Server::handle_frame ─► Updater ─► StrictFlash (panics on a NOR violation)
-//!                                  │ response frame, decoded as the host decodes it
-//!                                  ▼
+//!  bytes ─► FrameDecoder ─► Server::handle_frame ─► Updater ─► StrictFlash (panics on a
+//!                                  │                                         NOR violation)
+//!                                  ▼ response frame, decoded as the host decodes it
 //!        checks: the response fits the request, Snapshot::check, updater view = flash
 //! ```
 //! A `Reboot` request or [`Device::power_on`] resets the device: the boot decision runs, must find

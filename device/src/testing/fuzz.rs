@@ -6,14 +6,14 @@
 //! (`device/tests/fuzz_corpus.rs`), and so that the seed corpora are made by the same code that
 //! makes real images, records and frames ([`Target::seeds`], written to `fuzz/corpus/<name>/`).
 //!
-//! | target | what the input is | checked |
+//! | target | input | checked (details on each harness and in fuzz/README.md) |
 //! |---|---|---|
-//! | `image` | a flash image | verify, manifest read from flash and from wire parts agree |
-//! | `state_record` | a 128-byte record (also tried with its CRC made valid) | decoded records re-encode to themselves |
-//! | `state_store` | a control byte and the state region's bytes | the scan finds the newest record; appends always land and win |
-//! | `frames` | serial bytes | the stream decoder splits as specified; decoded messages round-trip |
-//! | `protocol` | a geometry byte and a request script | every frame: [`super::invariants`]; at the end: a valid upload boots |
-//! | `board` | a board description text | accepted layouts keep every layout rule |
+//! | `image` | a flash image | verdicts agree: flash/wire manifests, placement, read size |
+//! | `state_record` | one 128-byte record | decoded records re-encode to themselves |
+//! | `state_store` | control byte + state region | the scan finds the newest; appends land and win |
+//! | `frames` | serial bytes | the decoder splits as specified; messages round-trip |
+//! | `protocol` | geometry + request script | [`super::invariants`] after every frame |
+//! | `board` | board description text | accepted layouts keep every layout rule |
 
 //!
 //! Adding a harness for a new parser: a module here with `pub fn <name>(data: &[u8])` and its

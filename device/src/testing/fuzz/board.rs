@@ -13,7 +13,8 @@ use std::vec::Vec;
 ///
 /// An accepted description yields a layout, ids and attempts that all check out, with regions
 /// inside the flash and the address space, erase-aligned, disjoint, equal banks, two or more
-/// state sectors, a header smaller than a bank, and both vector tables aligned; a UUID that parses prints and parses back the same.
+/// state sectors, a header smaller than a bank, and both vector tables aligned; a UUID that
+/// parses prints and parses back the same.
 pub fn board(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
     if let Some(u) = parse_uuid(&text) {

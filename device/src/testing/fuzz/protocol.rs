@@ -369,8 +369,9 @@ fn run_protocol<const W: usize, const E: usize>(script: &mut Script<'_>) -> Prot
 /// finish, confirm, reject, rollback, queries, reboots, power cycles, arbitrary messages with a
 /// valid CRC and arbitrary wire bytes, all as frames through the device's decoder and server.
 ///
-/// Every frame: the answer fits the request and [`crate::testing::invariants::Snapshot::check`] holds;
-/// every boot finds a bootable image; at the end a valid upload completes and boots.
+/// Every frame: the answer fits the request and
+/// [`crate::testing::invariants::Snapshot::check`] holds; every boot finds a bootable image; at
+/// the end a valid upload completes and boots.
 pub fn protocol(data: &[u8]) {
     protocol_summary(data);
 }

@@ -19,7 +19,9 @@
 //! - [`update`]: what the application calls (install, confirm, reject, rollback);
 //! - [`protocol`]: the serial protocol (frames, messages, the device-side server);
 //! - [`report`]: the bootloader's boot line, written without `core::fmt`;
-//! - [`testing`] (`std`): the strict NOR flash used by the tests.
+//! - [`testing`] (`std`): the strict NOR flash used by the tests, the device invariants every
+//!   randomised test and fuzz target checks, a device rig driven through the protocol, and the
+//!   fuzz harnesses.
 //!
 //! `no_std`, no heap, generic over [`embedded_storage::nor_flash::NorFlash`]. Nothing read from
 //! flash can make it panic: every length is checked before use. Stack needs are listed in

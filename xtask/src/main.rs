@@ -2,6 +2,7 @@
 //! --help` describes each command.
 
 mod demo;
+mod fuzz;
 mod size;
 mod test;
 
@@ -65,6 +66,13 @@ enum Cmd {
         #[arg(long)]
         measure: bool,
     },
+    /// Coverage-guided fuzzing of every parser and the protocol server (cargo-fuzz, stable):
+    /// `[--seconds N] [--smoke] [--seeds] [--asan] [TARGET...]` (see fuzz/README.md).
+    Fuzz {
+        /// The fuzz command's own arguments.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// The bootloader shim's flash and static RAM, and the flash bytes per crate (from the ELF's
     /// symbols). Fails when the flash exceeds `[bootloader] flash_budget` of twinbank.toml.
     Size {
@@ -103,6 +111,7 @@ fn main() {
         Cmd::Qemu { flash, shim, tcp } => demo::qemu_cmd(flash, shim, tcp),
         Cmd::Firmware { measure } => demo::firmware_cmd(measure),
         Cmd::Size { elf, symbols } => size::size_cmd(elf, symbols),
+        Cmd::Fuzz { args } => fuzz::fuzz(&args),
     };
     if let Err(e) = result {
         eprintln!("xtask: error: {e}");

@@ -4,7 +4,8 @@
 //! 2. the device crate builds for thumbv7m-none-eabi without std and without alloc;
 //! 3. the firmware (shim + demo app variants) is built for the QEMU tests;
 //! 4. `cargo test --workspace` (device, host tool, power-cut harness, QEMU end-to-end tests);
-//! 5. the reduced power-cut matrix (`cargo xtask powercut --quick`).
+//! 5. the reduced power-cut matrix (`cargo xtask powercut --quick`);
+//! 6. a fuzz smoke run of every fuzz target (`cargo xtask fuzz --smoke`; installs cargo-fuzz).
 
 use std::process::Command;
 use xtask::tools::{self, root, run, THUMB};
@@ -20,6 +21,7 @@ pub fn run_all() -> Result<(), String> {
     tools::ensure_thumb_target()?;
     tools::ensure_qemu()?;
     let imgtool = tools::ensure_imgtool()?;
+    crate::fuzz::ensure_cargo_fuzz()?;
 
     eprintln!("xtask: [1/4] twinbank builds for {THUMB} (no_std, no alloc)");
     run(cargo().args([
@@ -51,6 +53,12 @@ pub fn run_all() -> Result<(), String> {
 
     eprintln!("xtask: [4/4] power-cut matrix (reduced)");
     crate::powercut(&["--quick".to_string()])?;
+
+    eprintln!(
+        "xtask: fuzz smoke (every fuzz target, {} s each)",
+        crate::fuzz::SMOKE_SECONDS
+    );
+    crate::fuzz::smoke()?;
     eprintln!("xtask: all tests passed");
     Ok(())
 }

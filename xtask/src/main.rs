@@ -4,6 +4,7 @@
 //! - `demo`: the QEMU demo story (the project's main job);
 //! - `qemu [--flash FILE]`: a provisioned demo device left running for a person;
 //! - `powercut [--quick] [...]`: the power-cut matrix (release build);
+//! - `walk [--seconds N] [--seed S] [...]`: the randomized device-life walk (release build);
 //! - `firmware`: build the shim and demo app variants into target/firmware/.
 
 mod demo;
@@ -11,6 +12,7 @@ mod firmware;
 mod qemu;
 mod test;
 mod tools;
+mod walk;
 
 /// `cargo xtask powercut ARGS`: the harness in release mode.
 pub fn powercut(args: &[String]) -> Result<(), String> {
@@ -35,11 +37,12 @@ fn main() {
     let result = match args.first().map(String::as_str) {
         Some("test") => test::run_all(rest),
         Some("powercut") => powercut(rest),
+        Some("walk") => walk::walk(rest),
         Some("demo") => demo::demo(rest),
         Some("qemu") => demo::qemu_cmd(rest),
         Some("firmware") => demo::firmware_cmd(rest),
         _ => {
-            eprintln!("usage: cargo xtask <test|demo|qemu|powercut|firmware>");
+            eprintln!("usage: cargo xtask <test|demo|qemu|powercut|walk|firmware>");
             std::process::exit(2);
         }
     };

@@ -4,7 +4,8 @@
 //! 2. the device crate builds for thumbv7m-none-eabi without std and without alloc;
 //! 3. the firmware (shim + demo app variants) is built for the QEMU tests;
 //! 4. `cargo test --workspace` (device, host tool, power-cut harness, QEMU end-to-end tests);
-//! 5. the reduced power-cut matrix (`cargo xtask powercut --quick`).
+//! 5. the reduced power-cut matrix (`cargo xtask powercut --quick`);
+//! 6. a short device-life walk with fixed seeds (`cargo xtask walk`, [`crate::walk::CI_WALK`]).
 
 use crate::tools::{self, root, run, THUMB};
 use std::process::Command;
@@ -21,7 +22,7 @@ pub fn run_all(_args: &[String]) -> Result<(), String> {
     tools::ensure_qemu()?;
     let imgtool = tools::ensure_imgtool()?;
 
-    eprintln!("xtask: [1/4] twinbank builds for {THUMB} (no_std, no alloc)");
+    eprintln!("xtask: [1/5] twinbank builds for {THUMB} (no_std, no alloc)");
     run(cargo().args([
         "build",
         "-p",
@@ -32,10 +33,10 @@ pub fn run_all(_args: &[String]) -> Result<(), String> {
         "firmware",
     ]))?;
 
-    eprintln!("xtask: [2/4] firmware for the QEMU tests");
+    eprintln!("xtask: [2/5] firmware for the QEMU tests");
     crate::firmware::build_all()?;
 
-    eprintln!("xtask: [3/4] cargo test --workspace");
+    eprintln!("xtask: [3/5] cargo test --workspace");
     run(cargo()
         .args([
             "test",
@@ -49,8 +50,10 @@ pub fn run_all(_args: &[String]) -> Result<(), String> {
         ])
         .env("TWINBANK_IMGTOOL", &imgtool))?;
 
-    eprintln!("xtask: [4/4] power-cut matrix (reduced)");
+    eprintln!("xtask: [4/5] power-cut matrix (reduced)");
     crate::powercut(&["--quick".to_string()])?;
+    eprintln!("xtask: [5/5] device-life walk (short, fixed seeds)");
+    crate::walk::walk(&crate::walk::CI_WALK.map(String::from))?;
     eprintln!("xtask: all tests passed");
     Ok(())
 }

@@ -638,7 +638,8 @@ impl<'a, F: NorFlash, H: Sha256Engine> Updater<'a, F, H> {
     /// image from flash, then activates it with one record: target pending with the configured
     /// attempts, and preferred. The new image runs after the next reset. When the image does not
     /// verify (or is not the one announced), the target is recorded empty, so the next `begin`
-    /// starts afresh instead of resuming over bad bytes.
+    /// starts afresh instead of resuming over bad bytes. A read error while verifying is no
+    /// verdict: it is returned and the upload kept, so `finish` can be called again.
     pub fn finish(&mut self) -> Result<ImageId, UpdateError> {
         let mut up = self.upload.ok_or(UpdateError::NoUpload)?;
         let total = up.image.size;
@@ -672,6 +673,9 @@ impl<'a, F: NorFlash, H: Sha256Engine> Updater<'a, F, H> {
         let verdict = match verify_image_with(&mut self.flash, &params, &mut self.sha) {
             Ok(img) if img.digest == up.image.digest && img.total_len == total => Ok(img),
             Ok(_) => Err(UpdateError::DigestMismatch),
+            // A read error is no verdict on the image: keep the upload, `finish` can be called
+            // again (issue 16 walk: a glitch threw a complete upload away).
+            Err(ImageError::Flash(k)) => return Err(UpdateError::Flash(k)),
             Err(e) => Err(e.into()),
         };
         self.upload = None;

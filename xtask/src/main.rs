@@ -5,6 +5,7 @@ mod demo;
 mod fuzz;
 mod size;
 mod test;
+mod walk;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -66,6 +67,13 @@ enum Cmd {
         #[arg(long)]
         measure: bool,
     },
+    /// The randomized device-life walk (issue 16) against a reference model of the state table:
+    /// `[--seconds N] [--lives N] [--seed S] [--steps N] [--geometry W,E]... [-v]`.
+    Walk {
+        /// The walk's own arguments.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// Coverage-guided fuzzing of every parser and the protocol server (cargo-fuzz, stable):
     /// `[--seconds N] [--smoke] [--seeds] [--asan] [TARGET...]` (see fuzz/README.md).
     Fuzz {
@@ -112,6 +120,7 @@ fn main() {
         Cmd::Firmware { measure } => demo::firmware_cmd(measure),
         Cmd::Size { elf, symbols } => size::size_cmd(elf, symbols),
         Cmd::Fuzz { args } => fuzz::fuzz(&args),
+        Cmd::Walk { args } => walk::walk(&args),
     };
     if let Err(e) = result {
         eprintln!("xtask: error: {e}");

@@ -5,7 +5,8 @@
 //! 3. the firmware (shim + demo app variants) is built for the QEMU tests;
 //! 4. `cargo test --workspace` (device, host tool, power-cut harness, QEMU end-to-end tests);
 //! 5. the reduced power-cut matrix (`cargo xtask powercut --quick`);
-//! 6. a fuzz smoke run of every fuzz target (`cargo xtask fuzz --smoke`; installs cargo-fuzz).
+//! 6. a short device-life walk with fixed seeds (`cargo xtask walk`, [`crate::walk::CI_WALK`]);
+//! 7. a fuzz smoke run of every fuzz target (`cargo xtask fuzz --smoke`; installs cargo-fuzz).
 
 use std::process::Command;
 use xtask::tools::{self, root, run, THUMB};
@@ -23,7 +24,7 @@ pub fn run_all() -> Result<(), String> {
     let imgtool = tools::ensure_imgtool()?;
     crate::fuzz::ensure_cargo_fuzz()?;
 
-    eprintln!("xtask: [1/4] twinbank builds for {THUMB} (no_std, no alloc)");
+    eprintln!("xtask: [1/5] twinbank builds for {THUMB} (no_std, no alloc)");
     run(cargo().args([
         "build",
         "-p",
@@ -34,10 +35,10 @@ pub fn run_all() -> Result<(), String> {
         "firmware",
     ]))?;
 
-    eprintln!("xtask: [2/4] firmware for the QEMU tests");
+    eprintln!("xtask: [2/5] firmware for the QEMU tests");
     xtask::firmware::build_all()?;
 
-    eprintln!("xtask: [3/4] cargo test --workspace");
+    eprintln!("xtask: [3/5] cargo test --workspace");
     run(cargo()
         .args([
             "test",
@@ -51,8 +52,11 @@ pub fn run_all() -> Result<(), String> {
         ])
         .env("TWINBANK_IMGTOOL", &imgtool))?;
 
-    eprintln!("xtask: [4/4] power-cut matrix (reduced)");
+    eprintln!("xtask: [4/5] power-cut matrix (reduced)");
     crate::powercut(&["--quick".to_string()])?;
+
+    eprintln!("xtask: [5/5] device-life walk (short, fixed seeds)");
+    crate::walk::walk(&crate::walk::CI_WALK.map(String::from))?;
 
     eprintln!(
         "xtask: fuzz smoke (every fuzz target, {} s each)",

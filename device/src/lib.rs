@@ -18,6 +18,8 @@
 //! - [`boot`]: the boot decision the bootloader shim calls;
 //! - [`update`]: what the application calls (install, confirm, reject, rollback);
 //! - [`protocol`]: the serial protocol (frames, messages, the device-side server);
+//! - `smp` (cargo feature `smp`): SMP (MCUmgr) for the tools MCUboot users own, served beside
+//!   the native protocol on the same UART;
 //! - [`testing`] (`std`): the strict NOR flash used by the tests.
 //!
 //! `no_std`, no heap, generic over [`embedded_storage::nor_flash::NorFlash`]. Nothing read from
@@ -37,6 +39,8 @@ pub mod flash;
 pub mod image;
 pub mod layout;
 pub mod protocol;
+#[cfg(feature = "smp")]
+pub mod smp;
 pub mod state;
 #[cfg(feature = "std")]
 pub mod testing;

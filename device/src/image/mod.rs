@@ -26,8 +26,8 @@ pub use header::{
 };
 pub use manifest::{Manifest, MAX_ANNOUNCED_TLVS};
 pub use verify::{
-    check_manifest, check_unprotected, hash_range, read_header, read_protected, verify_image,
-    ProtectedInfo, VerifiedImage, VerifyParams, SPKI_LEN,
+    check_header, check_manifest, check_unprotected, hash_range, read_header, read_protected,
+    verify_image, ProtectedInfo, VerifiedImage, VerifyParams, SPKI_LEN,
 };
 
 /// A 16-byte UUID as stored in the vendor/class TLVs (RFC 4122 byte order, as `imgtool` writes).

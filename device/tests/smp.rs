@@ -526,7 +526,7 @@ fn uploads_resume_by_len_and_sha_only() {
     let r = d.call(WRITE, 1, 1, &first(300));
     let resumed = num(&r, "off").unwrap() as usize;
     assert!(
-        resumed > 300 && resumed <= off as usize && resumed % 1024 == 0,
+        resumed > 300 && resumed <= off as usize && resumed.is_multiple_of(1024),
         "{resumed}"
     );
     let mut off = resumed;

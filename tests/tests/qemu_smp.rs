@@ -66,7 +66,11 @@ impl PtyDev {
             pty,
             lines,
         };
-        assert!(d.wait_line(0, "app: serving the serial protocol and SMP"), "{:?}", d.lines());
+        assert!(
+            d.wait_line(0, "app: serving the serial protocol and SMP"),
+            "{:?}",
+            d.lines()
+        );
         d
     }
 
@@ -92,7 +96,8 @@ impl PtyDev {
 
     fn smpmgr_cmd(&self, args: &[&str]) -> Command {
         let mut c = Command::new(smpmgr_path());
-        c.args(["--port", &self.pty.path, "--timeout", "5"]).args(args);
+        c.args(["--port", &self.pty.path, "--timeout", "5"])
+            .args(args);
         c.env("COLUMNS", "200");
         c
     }
@@ -105,7 +110,11 @@ impl PtyDev {
             String::from_utf8_lossy(&o.stdout),
             String::from_utf8_lossy(&o.stderr)
         );
-        eprintln!("$ smpmgr {} -> {:?}\n{text}", args.join(" "), o.status.code());
+        eprintln!(
+            "$ smpmgr {} -> {:?}\n{text}",
+            args.join(" "),
+            o.status.code()
+        );
         Out {
             ok: o.status.success(),
             text,
@@ -257,16 +266,24 @@ fn state_read_echo_parameters_with_both_clients() {
     assert!(o.ok && o.text.contains("r='hello twinbank'"), "{}", o.text);
 
     let c = d.toolkit();
-    assert_eq!(c.os_echo("from mcumgr-toolkit").unwrap(), "from mcumgr-toolkit");
+    assert_eq!(
+        c.os_echo("from mcumgr-toolkit").unwrap(),
+        "from mcumgr-toolkit"
+    );
     let p = c.os_mcumgr_parameters().unwrap();
     assert_eq!((p.buf_size, p.buf_count), (1024, 1));
     match c.os_bootloader_info().unwrap() {
-        mcumgr_toolkit::bootloader::BootloaderInfo::Unknown { name } => assert_eq!(name, "twinbank"),
+        mcumgr_toolkit::bootloader::BootloaderInfo::Unknown { name } => {
+            assert_eq!(name, "twinbank")
+        }
         other => panic!("{other:?}"),
     }
     let images = c.image_get_state().unwrap();
     assert_eq!(images.len(), 1);
-    assert_eq!(images[0].hash.as_deref(), Some(&twinbank::Manifest::from_image(&f.v1()).unwrap().digest[..]));
+    assert_eq!(
+        images[0].hash.as_deref(),
+        Some(&twinbank::Manifest::from_image(&f.v1()).unwrap().digest[..])
+    );
     assert!(images[0].active && images[0].confirmed && images[0].bootable);
     let slots = c.image_slot_info().unwrap();
     assert_eq!(slots[0].slots.len(), 2);
@@ -285,7 +302,10 @@ fn whole_update_by_smp_clients_then_by_the_app() {
     assert!(o.ok, "{}", o.text);
     let e = d.state_read();
     let b = slot(&e, 1).expect("slot 1 listed after the upload");
-    assert_eq!((b.version.as_str(), b.hash.as_str()), ("2.0.0", h2.as_str()));
+    assert_eq!(
+        (b.version.as_str(), b.hash.as_str()),
+        ("2.0.0", h2.as_str())
+    );
     assert!(b.bootable && !b.pending && !b.active && !b.confirmed);
     assert_eq!(d.status()["banks"]["B"]["status"], "uploaded");
     // Test: pending.
@@ -296,11 +316,18 @@ fn whole_update_by_smp_clients_then_by_the_app() {
     let m = d.mark();
     let o = d.smpmgr(&["os", "reset"]);
     assert!(o.ok, "{}", o.text);
-    assert!(d.wait_line(m, "twinbank: boot B 2.0.0+0 trial"), "{:?}", d.lines());
+    assert!(
+        d.wait_line(m, "twinbank: boot B 2.0.0+0 trial"),
+        "{:?}",
+        d.lines()
+    );
     assert!(d.wait_line(m, "app: serving the serial protocol and SMP"));
     let e = d.state_read();
     let (a, b) = (slot(&e, 0).unwrap(), slot(&e, 1).unwrap());
-    assert!(b.active && !b.confirmed && a.confirmed && !a.active, "{e:?}");
+    assert!(
+        b.active && !b.confirmed && a.confirmed && !a.active,
+        "{e:?}"
+    );
     // Confirm by the client.
     let o = d.smpmgr(&["image", "state-write", "--confirm"]);
     assert!(o.ok && !o.text.contains("Error"), "{}", o.text);
@@ -323,7 +350,11 @@ fn whole_update_by_smp_clients_then_by_the_app() {
         ..Default::default()
     };
     c.firmware_update(&v3, None, params, None).unwrap();
-    assert!(d.wait_line(m, "twinbank: boot A 3.0.0+0 trial"), "{:?}", d.lines());
+    assert!(
+        d.wait_line(m, "twinbank: boot A 3.0.0+0 trial"),
+        "{:?}",
+        d.lines()
+    );
     assert!(d.wait_line(m, "app: confirmed"));
     assert!(d.wait_line(m, "app: serving the serial protocol and SMP"));
     let images = d.toolkit().image_get_state().unwrap();
@@ -347,7 +378,11 @@ fn failing_image_rolls_back_on_its_own() {
     // smpmgr's one-command update: upload, test, reset (`--slot 1`, see docs/design.md).
     let o = d.smpmgr(&["upgrade", "--slot", "1", &p]);
     assert!(o.ok && o.text.contains("Upgrade complete"), "{}", o.text);
-    assert!(d.wait_line(m, "twinbank: boot B 3.0.0+0 trial"), "{:?}", d.lines());
+    assert!(
+        d.wait_line(m, "twinbank: boot B 3.0.0+0 trial"),
+        "{:?}",
+        d.lines()
+    );
     assert!(d.wait_line(m, "app: health FAIL"));
     assert!(d.wait_line(m, "twinbank: boot A 1.0.0+0"));
     assert!(d.wait_line(m, "app: serving the serial protocol and SMP"));
@@ -380,8 +415,13 @@ fn forced_rollback_and_refusals_change_nothing() {
     }
     // The same by mcumgr-toolkit: the device's error comes back.
     let c = d.toolkit();
-    let e = c.image_upload(&wrong_bank, None, None, false, None).unwrap_err();
-    assert!(format!("{e:?}").contains("INVALID_FLASH_ADDRESS") || format!("{e:?}").contains("rc: 25"), "{e:?}");
+    let e = c
+        .image_upload(&wrong_bank, None, None, false, None)
+        .unwrap_err();
+    assert!(
+        format!("{e:?}").contains("INVALID_FLASH_ADDRESS") || format!("{e:?}").contains("rc: 25"),
+        "{e:?}"
+    );
     // A state write naming an image the device does not hold.
     let o = d.smpmgr(&["image", "state-write", &"ab".repeat(32)]);
     assert!(o.text.contains("NO_IMAGE"), "{}", o.text);
@@ -403,7 +443,11 @@ fn forced_rollback_and_refusals_change_nothing() {
     assert!(a.pending && a.permanent && a.confirmed, "{images:?}");
     let m = d.mark();
     c.os_system_reset(false, None).unwrap();
-    assert!(d.wait_line(m, "twinbank: boot A 1.0.0+0 normal"), "{:?}", d.lines());
+    assert!(
+        d.wait_line(m, "twinbank: boot A 1.0.0+0 normal"),
+        "{:?}",
+        d.lines()
+    );
     assert!(d.wait_line(m, "app: serving the serial protocol and SMP"));
     let s = d.status();
     assert_eq!(s["preferred"], "A");
@@ -471,12 +515,16 @@ fn interrupted_uploads_resume() {
         let r = c.image_upload(&img2, None, None, false, Some(&mut cb));
         (r.is_ok(), seen)
     });
-    rx.recv_timeout(Duration::from_secs(120)).expect("upload progress");
+    rx.recv_timeout(Duration::from_secs(120))
+        .expect("upload progress");
     d.kill9();
     let (ok, _) = t.join().unwrap();
     assert!(!ok, "the upload finished although QEMU was killed");
     let d = PtyDev::start(&dev, &[]);
-    assert!(d.lines().iter().any(|l| l == "twinbank: boot A 1.0.0+0 normal"));
+    assert!(d
+        .lines()
+        .iter()
+        .any(|l| l == "twinbank: boot A 1.0.0+0 normal"));
     assert_eq!(d.status()["banks"]["B"]["status"], "receiving");
     let c = d.toolkit();
     let mut offsets = Vec::new();
@@ -484,8 +532,13 @@ fn interrupted_uploads_resume() {
         offsets.push(off);
         true
     };
-    c.image_upload(&img, None, None, false, Some(&mut cb)).unwrap();
-    assert!(offsets[0] > img.len() as u64 / 4, "resumed at {}", offsets[0]);
+    c.image_upload(&img, None, None, false, Some(&mut cb))
+        .unwrap();
+    assert!(
+        offsets[0] > img.len() as u64 / 4,
+        "resumed at {}",
+        offsets[0]
+    );
     assert_eq!(*offsets.last().unwrap(), img.len() as u64);
     assert_eq!(d.status()["banks"]["B"]["status"], "uploaded");
 }
@@ -498,7 +551,12 @@ fn smp_and_native_interleaved_on_one_uart() {
     let d = PtyDev::start(&dev, &[]);
     assert!(d.twinbank(&["status"]).ok);
     assert_eq!(d.state_read().len(), 1);
-    assert_eq!(d.twinbank(&["info", "--json"]).text.contains("\"running\": \"A\""), true);
+    assert_eq!(
+        d.twinbank(&["info", "--json"])
+            .text
+            .contains("\"running\": \"A\""),
+        true
+    );
     assert_eq!(d.toolkit().os_echo("x").unwrap(), "x");
     assert!(d.twinbank(&["status"]).ok);
     d.kill9();
@@ -506,7 +564,8 @@ fn smp_and_native_interleaved_on_one_uart() {
     // together, twice; both answered each time.
     let served = dev.serve(&[]);
     let mut s = TcpStream::connect(served.addr()).unwrap();
-    s.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
     let smp = smp_echo_lines(7, "ping");
     let native = native_status_frame(40);
     for _ in 0..2 {
@@ -551,7 +610,15 @@ fn native_status_frame(seq: u16) -> Vec<u8> {
     use twinbank::protocol::{encode_frame, message::Request, Envelope, MAX_FRAME};
     let mut scratch = vec![0u8; MAX_FRAME];
     let mut out = vec![0u8; MAX_FRAME + 8];
-    let n = encode_frame(&Envelope { seq, body: Request::Status }, &mut scratch, &mut out).unwrap();
+    let n = encode_frame(
+        &Envelope {
+            seq,
+            body: Request::Status,
+        },
+        &mut scratch,
+        &mut out,
+    )
+    .unwrap();
     out.truncate(n);
     out
 }
@@ -561,7 +628,10 @@ fn has_native_status(bytes: &[u8]) -> bool {
     bytes.split(|&b| b == 0).any(|seg| {
         matches!(
             decode_frame::<Envelope<Response>>(&mut seg.to_vec()),
-            Ok(Envelope { seq: 40, body: Response::Status(Some(_)) })
+            Ok(Envelope {
+                seq: 40,
+                body: Response::Status(Some(_))
+            })
         )
     })
 }

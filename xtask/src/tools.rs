@@ -140,10 +140,9 @@ pub fn ensure_smpmgr() -> Result<String, String> {
     }
     let venv = root().join("target/smpmgr-venv");
     let exe = venv.join("bin/smpmgr");
-    let pinned = Command::new(&exe)
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success() && String::from_utf8_lossy(&o.stdout).trim() == SMPMGR_VERSION);
+    let pinned = Command::new(&exe).arg("--version").output().is_ok_and(|o| {
+        o.status.success() && String::from_utf8_lossy(&o.stdout).trim() == SMPMGR_VERSION
+    });
     if pinned {
         return Ok(exe.to_string_lossy().into_owned());
     }

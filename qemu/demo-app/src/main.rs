@@ -32,9 +32,9 @@ use cortex_m_rt::{entry, exception, ExceptionFrame};
 use embedded_storage::nor_flash::ReadNorFlash as _;
 #[cfg(not(feature = "smp"))]
 use twinbank::protocol::server::OUT_FRAME;
-use twinbank::protocol::Server;
 #[cfg(not(feature = "smp"))]
 use twinbank::protocol::FrameDecoder;
+use twinbank::protocol::Server;
 #[cfg(feature = "smp")]
 use twinbank::smp::{Console, CONSOLE_OUT};
 use twinbank::update::Manifest;

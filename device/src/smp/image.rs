@@ -20,9 +20,9 @@
 //! | flag | true when |
 //! |---|---|
 //! | `active` | the bank runs now |
-//! | `confirmed` | the bank's image is confirmed |
+//! | `confirmed` | the bank's image is confirmed and it is the one the device keeps: the running image when it is confirmed, else (during a trial) the fallback. A second confirmed image (twinbank keeps both) is shown bootable but not confirmed: MCUmgr clients expect at most one |
 //! | `pending` | the bank boots at the next reset instead of the running one |
-//! | `permanent` | pending and confirmed (a switch back to a confirmed image: no trial) |
+//! | `permanent` | pending and its image confirmed (a switch back to a confirmed image: no trial) |
 //! | `bootable` | confirmed, on trial or activated, or uploaded and verified (may run once tested); false for a rejected image |
 //!
 //! Empty banks and incomplete uploads have no entry.
@@ -226,7 +226,10 @@ fn write_state<F: NorFlash>(up: &mut Updater<'_, F>, e: &mut Body<'_>) -> Result
     for (bank, id) in entries.into_iter().flatten() {
         let b = state.bank(bank);
         let pending = bank != running && state.preferred == bank;
-        let confirmed = matches!(b, BankState::Confirmed(_));
+        let is_confirmed = |k: Bank| matches!(state.bank(k), BankState::Confirmed(_));
+        // MCUmgr clients expect at most one confirmed image: the running one when it is
+        // confirmed, else (during a trial) the fallback.
+        let confirmed = is_confirmed(bank) && (bank == running || !is_confirmed(running));
         e.map(9)?
             .str("image")?
             .u8(0)?
@@ -245,7 +248,7 @@ fn write_state<F: NorFlash>(up: &mut Updater<'_, F>, e: &mut Body<'_>) -> Result
             .str("active")?
             .bool(bank == running)?
             .str("permanent")?
-            .bool(pending && confirmed)?;
+            .bool(pending && is_confirmed(bank))?;
     }
     Ok(())
 }

@@ -30,6 +30,25 @@
 //! units that are all 0xff are never programmed, so "programmed" equals "reads non-erased" and no
 //! unit is ever programmed twice between erases.
 //!
+//! ## Streamed uploads (SMP)
+//! An SMP client announces only the file's length and SHA-256, and its first chunk carries the
+//! header but not the TLVs (they come last). [`Updater::start_streamed`] checks what the header
+//! can tell before anything is written; [`Updater::finish_streamed`] verifies everything else
+//! when the last byte arrived, and records the image *uploaded and verified, not active*
+//! ([`ReceivingKind::Verified`]); [`Updater::activate`] (SMP `image test`) verifies it again and
+//! makes it pending. Unlike [`Updater::begin`], a streamed upload gives up the other bank's image
+//! (the fallback) once the header checks pass, before the signature can be checked
+//! (docs/design.md, rows 20–28). Its resume identity is (length, SHA-256), recorded with the kind
+//! [`ReceivingKind::Streamed`], so a native upload never resumes a streamed one nor the reverse.
+//!
+//! ```text
+//! begin_streamed(len, sha, header) ── header checks (nothing written if refused);
+//!                    record "target Receiving{streamed, from 0}", erase, record erased
+//! write(offset, bytes) …                                 (as above)
+//! finish_streamed() ── full verification + SHA-256 of the bytes; "target Receiving{verified}"
+//! activate(hash)    ── verifies again; "target Pending(N), preferred"
+//! ```
+//!
 //! ## Spreading the erase
 //! [`Updater::begin`] erases every sector the image needs before it returns (on a 1 MiB image with
 //! 4 KiB sectors that is 256 erases: seconds on most internal flash). An application with other

@@ -656,8 +656,9 @@ fn has_native_status(bytes: &[u8]) -> bool {
     })
 }
 
-/// The figures of BENCHMARKS.md: the same image uploaded by smpmgr and by `twinbank serial` to
-/// the same QEMU device in one run (wall time, payload bytes, bytes on the wire).
+/// The figures of BENCHMARKS.md: the same image uploaded by smpmgr (default and with the line
+/// buffers that fill the device's 1 KiB SMP buffer) and by `twinbank serial`, to the same QEMU
+/// device in one run: wall time, and payload against the bytes the host sent.
 #[test]
 fn smp_and_native_upload_throughput() {
     let f = fw();
@@ -665,49 +666,34 @@ fn smp_and_native_upload_throughput() {
     let img = f.v2();
     let p = save(&dev, "v2.img", &img);
     let d = PtyDev::start(&dev, &[]);
-    let t = Instant::now();
-    let o = d.smpmgr(&["image", "upload", &p]);
-    let smp_s = t.elapsed().as_secs_f64();
-    assert!(o.ok, "{}", o.text);
-    assert!(d.smpmgr(&["image", "erase", "1"]).ok);
-    let t = Instant::now();
-    let o = d.twinbank(&["upload", &p, "--json"]);
-    let native_s = t.elapsed().as_secs_f64();
-    assert!(o.ok, "{}", o.text);
-    let j: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
-    // SMP wire bytes: the requests smpclient sends (chunks of buf_size - 4 - header - CBOR,
-    // base64 in 127-byte lines), computed from the device's buffer size.
-    let (smp_payload, smp_wire) = smp_wire_bytes(img.len());
+    let run = |what: &str, f: &dyn Fn() -> Out| {
+        let sent = d.pty.bytes_to_device();
+        let t = Instant::now();
+        let o = f();
+        let secs = t.elapsed().as_secs_f64();
+        assert!(o.ok, "{what}: {}", o.text);
+        let wire = d.pty.bytes_to_device() - sent;
+        println!(
+            "FIGURES {what}: {} B in {secs:.2} s = {:.1} KiB/s, host sent {wire} B, payload/wire {:.3}",
+            img.len(),
+            img.len() as f64 / secs / 1024.0,
+            img.len() as f64 / wire as f64
+        );
+        assert!(wire as usize > img.len());
+        let e = d.smpmgr(&["image", "erase", "1"]);
+        assert!(e.ok, "{}", e.text);
+        secs
+    };
+    let smp = run("smpmgr image upload", &|| {
+        d.smpmgr(&["image", "upload", &p])
+    });
+    let smp11 = run("smpmgr --line-buffers 11 image upload", &|| {
+        d.smpmgr(&["--line-buffers", "11", "image", "upload", &p])
+    });
+    let native = run("twinbank serial upload", &|| d.twinbank(&["upload", &p]));
     println!(
-        "FIGURES smp-vs-native image={} B: smpmgr {:.2} s ({:.1} KiB/s, payload/wire {:.3}), \
-         twinbank serial {:.2} s ({:.1} KiB/s, payload/wire {}), time ratio smpmgr/native {:.2}",
-        img.len(),
-        smp_s,
-        img.len() as f64 / smp_s / 1024.0,
-        smp_payload as f64 / smp_wire as f64,
-        native_s,
-        img.len() as f64 / native_s / 1024.0,
-        j["payload_ratio"],
-        smp_s / native_s
+        "FIGURES time ratio smpmgr/native {:.2}, smpmgr --line-buffers 11/native {:.2}",
+        smp / native,
+        smp11 / native
     );
-    assert!(smp_s > 0.0 && native_s > 0.0);
-}
-
-/// (payload, wire bytes) of an upload of `len` bytes the way smpclient splits it: messages of
-/// at most buf_size - 4 bytes, each framed and base64-encoded into lines of 124 characters.
-fn smp_wire_bytes(len: usize) -> (usize, usize) {
-    const MAX_MESSAGE: usize = 1024 - 4;
-    // CBOR overhead of a chunk request: map header, "off" + u32, "data" + bytes header (≈ 20),
-    // the first one also "image", "len", "sha" (32 B), "upgrade" (≈ 70).
-    let mut off = 0;
-    let mut wire = 0;
-    while off < len {
-        let overhead = 8 + if off == 0 { 72 } else { 20 };
-        let n = (MAX_MESSAGE - overhead).min(len - off);
-        let frame = 2 + overhead + n + 2;
-        let chars = frame.div_ceil(3) * 4;
-        wire += chars + chars.div_ceil(124) * 3;
-        off += n;
-    }
-    (len, wire)
 }

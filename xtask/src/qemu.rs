@@ -398,6 +398,8 @@ impl Running {
         }));
         drop(log);
         let mut from_pty = master;
+        let to_device = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let count = to_device.clone();
         std::thread::spawn(move || {
             let mut buf = [0u8; 4096];
             loop {
@@ -407,6 +409,7 @@ impl Running {
                         if uart.write_all(&buf[..n]).is_err() {
                             return;
                         }
+                        count.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
                     }
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                         let mut p = libc::pollfd {
@@ -425,6 +428,7 @@ impl Running {
         Ok(PtyRelay {
             path: path.display().to_string(),
             _slave: slave,
+            to_device,
         })
     }
 
@@ -519,6 +523,15 @@ pub struct PtyRelay {
     /// `/dev/pts/N`.
     pub path: String,
     _slave: std::os::fd::OwnedFd,
+    to_device: Arc<std::sync::atomic::AtomicU64>,
+}
+
+#[cfg(unix)]
+impl PtyRelay {
+    /// Bytes the host side wrote to the device so far (for wire-efficiency figures).
+    pub fn bytes_to_device(&self) -> u64 {
+        self.to_device.load(std::sync::atomic::Ordering::Relaxed)
+    }
 }
 
 /// The device's text lines in a UART capture: protocol frames (the bytes between two 0x00

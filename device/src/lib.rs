@@ -19,6 +19,8 @@
 //! - [`update`]: what the application calls (install, confirm, reject, rollback);
 //! - [`protocol`]: the serial protocol (frames, messages, the device-side server);
 //! - [`report`]: the bootloader's boot line, written without `core::fmt`;
+//! - `smp` (cargo feature `smp`): SMP (MCUmgr) for the tools MCUboot users own, served beside
+//!   the native protocol on the same UART;
 //! - [`testing`] (`std`): the strict NOR flash used by the tests, the device invariants every
 //!   randomised test and fuzz target checks, a device rig driven through the protocol, and the
 //!   fuzz harnesses.
@@ -44,6 +46,9 @@ pub mod image;
 pub mod layout;
 pub mod protocol;
 pub mod report;
+#[cfg(feature = "smp")]
+#[cfg_attr(docsrs, doc(cfg(feature = "smp")))]
+pub mod smp;
 pub mod state;
 #[cfg(feature = "std")]
 #[cfg_attr(docsrs, doc(cfg(feature = "std")))]

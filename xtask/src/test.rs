@@ -1,6 +1,7 @@
 //! `cargo xtask test`: every test in the workspace, in one command.
 //!
-//! 1. prerequisites: thumbv7m target, qemu-system-arm, imgtool (see tools.rs);
+//! 1. prerequisites: thumbv7m target, qemu-system-arm, imgtool, smpmgr (see tools.rs; the
+//!    other SMP client, mcumgr-toolkit, is a crate the QEMU tests depend on);
 //! 2. the device crate builds for thumbv7m-none-eabi without std and without alloc;
 //! 3. the firmware (shim + demo app variants) is built for the QEMU tests;
 //! 4. `cargo test --workspace` (device, host tool, power-cut harness, QEMU end-to-end tests);
@@ -23,6 +24,7 @@ pub fn run_all() -> Result<(), String> {
     tools::ensure_qemu()?;
     let imgtool = tools::ensure_imgtool()?;
     crate::fuzz::ensure_cargo_fuzz()?;
+    let smpmgr = tools::ensure_smpmgr()?;
 
     eprintln!("xtask: [1/5] twinbank builds for {THUMB} (no_std, no alloc)");
     run(cargo().args([
@@ -50,7 +52,8 @@ pub fn run_all() -> Result<(), String> {
             "--exclude",
             "twinbank-demo-app",
         ])
-        .env("TWINBANK_IMGTOOL", &imgtool))?;
+        .env("TWINBANK_IMGTOOL", &imgtool)
+        .env("TWINBANK_SMPMGR", &smpmgr))?;
 
     eprintln!("xtask: [4/5] power-cut matrix (reduced)");
     crate::powercut(&["--quick".to_string()])?;

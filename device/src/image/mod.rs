@@ -28,9 +28,10 @@ pub use header::{
 pub use manifest::{Manifest, MAX_ANNOUNCED_TLVS};
 pub use sha256::{Sha256Engine, SoftSha256};
 pub use verify::{
-    check_manifest, check_unprotected, check_unprotected_with, hash_range, hash_range_with,
-    read_header, read_protected, verify_image, verify_image_with, KeyName, KeySelector,
-    ProtectedInfo, SignatureCheck, SignatureOutcome, VerifiedImage, VerifyParams, SPKI_LEN,
+    check_header, check_manifest, check_unprotected, check_unprotected_with, hash_range,
+    hash_range_with, read_header, read_protected, verify_image, verify_image_with, KeyName,
+    KeySelector, ProtectedInfo, SignatureCheck, SignatureOutcome, VerifiedImage, VerifyParams,
+    SPKI_LEN,
 };
 
 /// A 16-byte UUID as stored in the vendor/class TLVs (RFC 4122 byte order, as `imgtool` writes).

@@ -122,6 +122,22 @@ pub fn check_manifest(
     protected: &ProtectedInfo,
     params: &VerifyParams<'_>,
 ) -> Result<(), ImageError> {
+    check_header(header, params)?;
+    check_id(params.ids.vendor, protected.vendor_id, true)?;
+    check_id(params.ids.class, protected.class_id, false)?;
+    if protected.security_counter < params.min_security_counter {
+        return Err(ImageError::SecurityCounterTooLow {
+            image: protected.security_counter,
+            minimum: params.min_security_counter,
+        });
+    }
+    Ok(())
+}
+
+/// The policy checks that need only the 32-byte header: flags, size, bank binding (the first
+/// part of [`check_manifest`]). A streamed upload, whose TLVs arrive last, runs them on its first
+/// chunk.
+pub fn check_header(header: &ImageHeader, params: &VerifyParams<'_>) -> Result<(), ImageError> {
     if header.flags & FLAGS_ENCRYPTED != 0 {
         return Err(ImageError::Encrypted);
     }
@@ -143,14 +159,6 @@ pub fn check_manifest(
         return Err(ImageError::WrongBank {
             linked_for: header.load_addr,
             bank_address: params.bank_address,
-        });
-    }
-    check_id(params.ids.vendor, protected.vendor_id, true)?;
-    check_id(params.ids.class, protected.class_id, false)?;
-    if protected.security_counter < params.min_security_counter {
-        return Err(ImageError::SecurityCounterTooLow {
-            image: protected.security_counter,
-            minimum: params.min_security_counter,
         });
     }
     Ok(())

@@ -10,8 +10,9 @@ use serde::{Deserialize, Serialize};
 
 /// Version of the message set; `Info` reports it and the host refuses a device with another.
 /// 2: `UploadBegin` carries the unprotected TLVs (signature checked before any erase); bank
-/// status `Receiving`.
-pub const PROTOCOL_VERSION: u16 = 2;
+/// status `Receiving`. 3: `Receiving` carries its kind (announced, streamed, verified: SMP
+/// uploads); `UpdateError` gains `NotAnUpgrade` and `NoSuchUpload`.
+pub const PROTOCOL_VERSION: u16 = 3;
 
 /// Every frame carries one envelope: a sequence number chosen by the host, echoed by the device.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -14,7 +14,8 @@
 //!
 //! bank entry (52 bytes):
 //!   0    1   status: 0 empty, 1 receiving, 2 pending, 3 confirmed, 4 rejected
-//!   1    1   pending: attempts left (≤ 7); receiving: 1 when erased from `from_sector` on, else 0
+//!   1    1   pending: attempts left (≤ 7); receiving: bit 0 = erased from `from_sector` on,
+//!            bits 1-2 = kind (0 announced, 1 streamed, 2 streamed and verified)
 //!   2    2   receiving: from_sector (u16); otherwise 0
 //!   4    4   image security counter
 //!   8    8   image version (MCUboot encoding)
@@ -25,7 +26,7 @@
 //! write units and never shares a unit with another record: each unit is programmed once.
 //! A record that fails any check (magic, CRC, a field out of range) is ignored as a whole.
 
-use super::{Attempts, BankState, BootState, ImageId, Receiving};
+use super::{Attempts, BankState, BootState, ImageId, Receiving, ReceivingKind};
 use crate::image::Version;
 use crate::layout::Bank;
 use crc::{Crc, NoTable, CRC_32_ISCSI};
@@ -50,6 +51,24 @@ const STATUS_PENDING: u8 = 2;
 const STATUS_CONFIRMED: u8 = 3;
 const STATUS_REJECTED: u8 = 4;
 
+/// Receiving, byte 1: bit 0 says the span is erased from `from_sector` on; bits 1-2 the kind.
+const RECEIVING_ERASED: u8 = 0b001;
+const RECEIVING_KIND_SHIFT: u8 = 1;
+const RECEIVING_KINDS: [ReceivingKind; 3] = [
+    ReceivingKind::Announced,
+    ReceivingKind::Streamed,
+    ReceivingKind::Verified,
+];
+
+fn receiving_byte(r: &Receiving) -> u8 {
+    let kind = match r.kind {
+        ReceivingKind::Announced => 0,
+        ReceivingKind::Streamed => 1,
+        ReceivingKind::Verified => 2,
+    };
+    u8::from(r.erased) | (kind << RECEIVING_KIND_SHIFT)
+}
+
 /// Encodes `state` with sequence number `seq`.
 pub fn encode(state: &BootState, seq: u32) -> [u8; RECORD_SIZE] {
     let mut b = [0u8; RECORD_SIZE];
@@ -70,7 +89,7 @@ pub fn encode(state: &BootState, seq: u32) -> [u8; RECORD_SIZE] {
             BankState::Rejected(i) => (STATUS_REJECTED, 0, 0, Some(i)),
             BankState::Receiving(r) => (
                 STATUS_RECEIVING,
-                u8::from(r.erased),
+                receiving_byte(r),
                 r.from_sector,
                 Some(&r.image),
             ),
@@ -128,11 +147,15 @@ pub fn decode(b: &[u8; RECORD_SIZE]) -> Option<(BootState, u32)> {
             },
             (STATUS_CONFIRMED, _) => BankState::Confirmed(image),
             (STATUS_REJECTED, _) => BankState::Rejected(image),
-            (STATUS_RECEIVING, flag @ (0 | 1)) => BankState::Receiving(Receiving {
-                image,
-                from_sector: u16::from_le_bytes([e[2], e[3]]),
-                erased: flag == 1,
-            }),
+            (STATUS_RECEIVING, flags) => {
+                let &kind = RECEIVING_KINDS.get(usize::from(flags >> RECEIVING_KIND_SHIFT))?;
+                BankState::Receiving(Receiving {
+                    image,
+                    from_sector: u16::from_le_bytes([e[2], e[3]]),
+                    erased: flags & RECEIVING_ERASED != 0,
+                    kind,
+                })
+            }
             _ => return None,
         };
     }
@@ -218,7 +241,10 @@ mod tests {
         assert_eq!(decode(&t), None);
         let mut t = r;
         t[BANK_OFFSETS[1]] = STATUS_RECEIVING;
-        t[BANK_OFFSETS[1] + 1] = 2; // neither erased nor not
+        t[BANK_OFFSETS[1] + 1] = 6; // kind 3 does not exist
+        fix_crc(&mut t);
+        assert_eq!(decode(&t), None);
+        t[BANK_OFFSETS[1] + 1] = 0x81; // a bit past the kind
         fix_crc(&mut t);
         assert_eq!(decode(&t), None);
     }
@@ -227,13 +253,25 @@ mod tests {
     fn receiving_round_trips() {
         let mut s = sample();
         let image = *s.banks[0].image().unwrap();
-        for (from_sector, erased) in [(0, false), (7, true), (u16::MAX, true)] {
-            s.banks[0] = BankState::Receiving(Receiving {
-                image,
-                from_sector,
-                erased,
-            });
-            assert_eq!(decode(&encode(&s, 9)), Some((s, 9)));
+        for kind in RECEIVING_KINDS {
+            for (from_sector, erased) in [(0, false), (7, true), (u16::MAX, true)] {
+                s.banks[0] = BankState::Receiving(Receiving {
+                    image,
+                    from_sector,
+                    erased,
+                    kind,
+                });
+                assert_eq!(decode(&encode(&s, 9)), Some((s, 9)));
+            }
         }
+        // Records written before the kind existed (byte 1 = 0 or 1) read as announced uploads.
+        let r = encode(&s, 3);
+        let mut old = r;
+        old[BANK_OFFSETS[0] + 1] = 1;
+        let crc = CRC32.checksum(&old[..CRC_OFFSET]);
+        old[CRC_OFFSET..].copy_from_slice(&crc.to_le_bytes());
+        let (d, _) = decode(&old).unwrap();
+        assert!(matches!(d.banks[0], BankState::Receiving(r)
+            if r.kind == ReceivingKind::Announced && r.erased));
     }
 }

@@ -372,7 +372,9 @@ impl Model {
         let total = image.len() as u32;
         let span = total.div_ceil(e);
         let from = match *s.bank(t) {
-            BankState::Receiving(rc) if rc.image == image.id => {
+            BankState::Receiving(rc)
+                if rc.image == image.id && rc.kind == twinbank::state::ReceivingKind::Announced =>
+            {
                 self.resume_sector(ctx, t, img, rc.from_sector as u32, rc.erased, span)
             }
             _ => 0,
@@ -550,7 +552,9 @@ impl Model {
             Ok(s) => s,
             Err(e) => return Want::Err(e),
         };
-        if !matches!(s.bank(up.bank), BankState::Receiving(r) if r.image == up.id) {
+        if !matches!(s.bank(up.bank), BankState::Receiving(r)
+            if r.image == up.id && r.kind == twinbank::state::ReceivingKind::Announced)
+        {
             return Want::Err(UpdateError::NoUpload);
         }
         let verdict = match self.verified(ctx, up.bank, s.min_security_counter) {
@@ -674,5 +678,6 @@ fn receiving(image: ImageId, from: u32, erased: bool) -> BankState {
         image,
         from_sector: from as u16,
         erased,
+        kind: twinbank::state::ReceivingKind::Announced,
     })
 }

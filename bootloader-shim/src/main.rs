@@ -16,6 +16,8 @@
 #![no_std]
 #![no_main]
 
+mod mem;
+
 use core::fmt::Write as _;
 use cortex_m_rt::{entry, exception, ExceptionFrame};
 use twinbank::{report, BootDecision, Config};
@@ -109,7 +111,7 @@ unsafe fn HardFault(ef: &ExceptionFrame) -> ! {
 mod bench {
     //! Measurements: instructions from reset to the jump, and the peak stack (painted).
     use core::fmt::Write as _;
-    use twinbank_board::{counter, uart};
+    use twinbank_board::{counter, session, uart};
 
     const PAINT: u32 = 0xC0DE_5EED;
     /// Bytes painted below the stack pointer of `main`.
@@ -142,9 +144,11 @@ mod bench {
         }
         // Only the symbol's address is used.
         let top = core::ptr::addr_of!(_stack_start) as u32;
+        // Flash operations (erases and writes) since QEMU started: this boot's.
+        let ops = session::stats().ops;
         let _ = writeln!(
             uart(),
-            "twinbank: bench instructions={n} stack={} main_sp_depth={}",
+            "twinbank: bench instructions={n} stack={} main_sp_depth={} flash_ops={ops}",
             top - a,
             top - main_sp
         );

@@ -17,26 +17,43 @@ use crate::boot::{BootDecision, BootError, BootReason, RollbackCause, Unbootable
 use crate::image::Version;
 use crate::layout::Bank;
 use core::fmt::{Result, Write};
+use core::num::NonZeroU32;
 
 /// One string per hex digit: writing them one by one needs no UTF-8 check of a buffer.
 const DIGITS: [&str; 16] = [
     "0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "a", "b", "c", "d", "e", "f",
 ];
 
+/// Powers of ten from the largest a `u32` holds down to 1: the divisors of [`dec`], non-zero by
+/// type so that no division-by-zero panic path is linked.
+const POWERS_OF_TEN: [NonZeroU32; 10] = {
+    let mut p = [NonZeroU32::MIN; 10];
+    let mut i = 9;
+    let mut v = 1u32;
+    loop {
+        p[i] = match NonZeroU32::new(v) {
+            Some(n) => n,
+            None => panic!("non-zero"),
+        };
+        if i == 0 {
+            break p;
+        }
+        i -= 1;
+        v *= 10;
+    }
+};
+
 /// Writes `n` in decimal.
 pub fn dec<W: Write>(w: &mut W, n: u32) -> Result {
-    // The largest power of ten ≤ n, then one digit per power (u32::MAX has 10 digits).
-    let mut p = 1u32;
-    while n / p >= 10 {
-        p *= 10;
-    }
-    loop {
-        w.write_str(DIGITS[((n / p) % 10) as usize])?;
-        if p == 1 {
-            return Ok(());
+    let mut started = false;
+    for p in POWERS_OF_TEN {
+        let digit = (n / p) % 10;
+        started |= digit != 0 || p == NonZeroU32::MIN;
+        if started {
+            w.write_str(DIGITS[digit as usize])?;
         }
-        p /= 10;
     }
+    Ok(())
 }
 
 /// Writes `n` as `0x` and eight lowercase hex digits.

@@ -408,7 +408,9 @@ impl<'w, const W: usize, const E: usize> Case<'w, W, E> {
             }
             // Issue 10's last resort: nothing else can boot, the state names this image as
             // rejected and it verifies (checked below like any booted image).
-            BankState::Rejected(image) if matches!(d.reason, BootReason::LastResort { .. }) => image,
+            BankState::Rejected(image) if matches!(d.reason, BootReason::LastResort { .. }) => {
+                image
+            }
             other => {
                 return fail(format!("boots bank {} whose state is {other}", d.bank));
             }

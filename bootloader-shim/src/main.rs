@@ -9,7 +9,8 @@
 //!    - `twinbank: boot A 1.0.0+0 rolled back from B: trial attempts exhausted`
 //!    - `twinbank: no bootable image (bank A: …; bank B: …)` — and it stops;
 //! 3. checks the image's vector table (alignment, initial SP in RAM, reset vector inside the
-//!    bank), arms the watchdog, sets VTOR, loads MSP and jumps.
+//!    bank), arms the watchdog, sets VTOR, loads MSP and jumps; a table that fails a check is
+//!    reported (`twinbank: bad vector table at 0x… (sp 0x…, reset 0x…)`) and the shim stops.
 //!
 //! Everything board-specific (addresses, flash driver, UART, watchdog, keys, ids) comes from the
 //! board crate; this file is the same for every board with a Cortex-M core.
@@ -73,32 +74,34 @@ fn checked_vector_table(config: &Config<'_>, d: &BootDecision) -> u32 {
     let end = start + config.layout.bank_size();
     let vt = d.vector_table;
     let ok_vt = vt.is_multiple_of(consts::VECTOR_ALIGNMENT) && vt >= start && vt + 8 <= end;
-    let mut out = uart();
-    if ok_vt {
+    // The initial SP and reset vector, read only when the table lies inside the bank.
+    let words = ok_vt.then(|| {
         // SAFETY: `vt` is inside the bank, which is mapped memory.
-        let (sp, rv) = unsafe {
+        unsafe {
             (
                 core::ptr::read_volatile(vt as *const u32),
                 core::ptr::read_volatile((vt + 4) as *const u32),
             )
-        };
+        }
+    });
+    if let Some((sp, rv)) = words {
         let sp_ok = sp > consts::RAM_START && sp <= consts::RAM_END && sp % 4 == 0;
         let rv_ok = rv & 1 == 1 && (rv & !1) >= vt && (rv & !1) < end;
         if sp_ok && rv_ok {
             return vt;
         }
-        let _ = out.write_str("twinbank: bad vector table at ");
-        let _ = report::hex(&mut out, vt);
+    }
+    let mut out = uart();
+    let _ = out.write_str("twinbank: bad vector table at ");
+    let _ = report::hex(&mut out, vt);
+    if let Some((sp, rv)) = words {
         let _ = out.write_str(" (sp ");
         let _ = report::hex(&mut out, sp);
         let _ = out.write_str(", reset ");
         let _ = report::hex(&mut out, rv);
-        let _ = out.write_str(")\n");
-    } else {
-        let _ = out.write_str("twinbank: bad vector table address ");
-        let _ = report::hex(&mut out, vt);
-        let _ = out.write_str("\n");
+        let _ = out.write_str(")");
     }
+    let _ = out.write_str("\n");
     board::exit(exit_code::BAD_VECTOR_TABLE)
 }
 

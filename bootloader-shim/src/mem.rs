@@ -67,10 +67,10 @@ memset:
     orr     r1, r1, r1, lsl #16
     tst     r0, #3
     bne     2f
-1:  cmp     r2, #4
+1:  cmp     r2, #8
     blo     2f
-    str     r1, [ip], #4
-    subs    r2, #4
+    strd    r1, r1, [ip], #8
+    subs    r2, #8
     b       1b
 2:  cbz     r2, 3f
     strb    r1, [ip], #1

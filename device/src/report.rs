@@ -17,41 +17,28 @@ use crate::boot::{BootDecision, BootError, BootReason, RollbackCause, Unbootable
 use crate::image::Version;
 use crate::layout::Bank;
 use core::fmt::{Result, Write};
-use core::num::NonZeroU32;
 
 /// One string per hex digit: writing them one by one needs no UTF-8 check of a buffer.
 const DIGITS: [&str; 16] = [
     "0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "a", "b", "c", "d", "e", "f",
 ];
 
-/// Powers of ten from the largest a `u32` holds down to 1: the divisors of [`dec`], non-zero by
-/// type so that no division-by-zero panic path is linked.
-const POWERS_OF_TEN: [NonZeroU32; 10] = {
-    let mut p = [NonZeroU32::MIN; 10];
-    let mut i = 9;
-    let mut v = 1u32;
-    loop {
-        p[i] = match NonZeroU32::new(v) {
-            Some(n) => n,
-            None => panic!("non-zero"),
-        };
-        if i == 0 {
-            break p;
-        }
-        i -= 1;
-        v *= 10;
-    }
-};
-
 /// Writes `n` in decimal.
 pub fn dec<W: Write>(w: &mut W, n: u32) -> Result {
-    let mut started = false;
-    for p in POWERS_OF_TEN {
-        let digit = (n / p) % 10;
-        started |= digit != 0 || p == NonZeroU32::MIN;
-        if started {
-            w.write_str(DIGITS[digit as usize])?;
+    // Digits from the last, then written first to last (u32::MAX has 10 digits). `get_mut` and
+    // the digit table's 16 entries keep every index in bounds without a panic path.
+    let mut digits = [0u8; 10];
+    let (mut rest, mut first) = (n, digits.len());
+    while let Some(slot) = first.checked_sub(1).and_then(|i| digits.get_mut(i)) {
+        *slot = (rest % 10) as u8;
+        first -= 1;
+        rest /= 10;
+        if rest == 0 {
+            break;
         }
+    }
+    for d in digits.iter().skip(first) {
+        w.write_str(DIGITS[(*d & 0xf) as usize])?;
     }
     Ok(())
 }
@@ -95,10 +82,7 @@ fn cause<W: Write>(w: &mut W, c: &RollbackCause) -> Result {
 }
 
 fn unbootable<W: Write>(w: &mut W, u: &Unbootable) -> Result {
-    match u {
-        Unbootable::Invalid(e) => w.write_str(e.summary()),
-        u => w.write_str(u.summary()),
-    }
+    w.write_str(u.summary())
 }
 
 /// The boot line of a decision, newline included.

@@ -149,30 +149,15 @@ pub mod counter {
     }
 }
 
-/// The SHA-256 engine of this board (the MPS2 has no hash peripheral): see [`HmacSha256`].
-pub type Sha256 = HmacSha256;
+/// The SHA-256 engine of this board (the MPS2 has no hash peripheral): the crate's
+/// [`twinbank::image::CompactSha256`], ≈ 48 instructions per image byte in ≈ 1.3 KB (the `sha2`
+/// crate's compact variant: ≈ 61 per byte; `hmac-sha256`: ≈ 45 per byte but 1.6 KB more flash;
+/// measured in BENCHMARKS.md). A board with a hash peripheral returns its driver here.
+pub type Sha256 = twinbank::image::CompactSha256;
 
 /// The board's SHA-256 engine, for `twinbank::decide_with` and `Updater::with_engine`.
 pub fn sha256() -> Sha256 {
     Sha256::default()
-}
-
-/// SHA-256 of the `hmac-sha256` crate (rounds unrolled).
-#[derive(Clone, Default)]
-pub struct HmacSha256(hmac_sha256::Hash);
-
-impl twinbank::image::Sha256Engine for HmacSha256 {
-    fn start(&mut self) {
-        self.0 = hmac_sha256::Hash::new();
-    }
-
-    fn update(&mut self, data: &[u8]) {
-        self.0.update(data);
-    }
-
-    fn finish(&mut self) -> [u8; 32] {
-        core::mem::take(&mut self.0).finalize()
-    }
 }
 
 /// Panics print where they happened, without `core::fmt` (file and line; the message needs the

@@ -1,11 +1,12 @@
 //! Compact memory routines for the shim: `memcpy`, `memset`/`__aeabi_memclr` and `memcmp` (with
-//! the ARM EABI aliases the compiler calls), 122 bytes in all instead of the ≈ 1.7 KB of
-//! `compiler_builtins`' unrolled versions (issue 12: the shim's 24 KiB budget).
+//! the ARM EABI aliases the compiler calls), 114 bytes in all instead of the ≈ 1.7 KB of
+//! `compiler_builtins`' unrolled versions (issue 12: the shim's flash budget; BENCHMARKS.md).
 //!
-//! `compiler_builtins` defines these symbols weak, so the linker takes these. They copy, fill and
-//! compare a word at a time when the addresses allow it and a byte at a time otherwise. The boot
-//! path moves little memory through them: the image bytes go from the flash driver straight into
-//! the hash (measured, BENCHMARKS.md: boot instructions with these routines).
+//! `compiler_builtins` defines these symbols weak, so the linker takes these. `memcpy` copies a
+//! word at a time and `memset` two when the addresses are word-aligned, both a byte at a time
+//! otherwise; `memcmp` compares bytes. The boot path moves little memory through them: the image
+//! bytes go from the flash driver straight into the hash (the boot instruction counts of
+//! BENCHMARKS.md are taken with these routines).
 //!
 //! Written in assembly because a Rust loop here would be recognised by LLVM as a `memcpy` and
 //! compiled into a call to itself.

@@ -3,8 +3,8 @@
 //! Everything the crate hashes (image digests, key hashes) goes through [`Sha256Engine`], so a
 //! board with a hash peripheral (STM32 HASH, nRF CC310, RP2350 SHA-256, ESP32 SHA) plugs it in
 //! and the software implementation is not linked at all. [`SoftSha256`] (the `sha2` crate) is the
-//! default; which software variant a board uses (compact or unrolled, its opt level) is a
-//! board decision, measured in BENCHMARKS.md.
+//! default; [`CompactSha256`] is faster on small cores for about the same size (the QEMU board's
+//! choice). Which software engine a board uses is a board decision, measured in BENCHMARKS.md.
 //!
 //! ```text
 //! verify_image_with(flash, params, &mut engine) ─► engine.start ─► update(256 B) … ─► finish
@@ -31,8 +31,9 @@ pub trait Sha256Engine {
     }
 }
 
-/// Software SHA-256 from the `sha2` crate. On the microcontroller the crate builds it with
-/// `force-soft-compact` (small; see device/Cargo.toml).
+/// Software SHA-256 from the `sha2` crate: the crate's default engine. On the microcontroller the
+/// crate builds it with `force-soft-compact` (small, slower than [`CompactSha256`]; see
+/// device/Cargo.toml).
 #[derive(Debug, Clone, Default)]
 pub struct SoftSha256(sha2::Sha256);
 
@@ -52,10 +53,10 @@ impl Sha256Engine for SoftSha256 {
 
 /// SHA-256 written for small cores (FIPS 180-4, §6.2): the message schedule in a 64-word array,
 /// the 64 rounds in eight passes of eight rounds whose working variables rotate by name (no
-/// register moves between rounds). About 1 KB of code and table on a Cortex-M3 and ≈ 37
-/// instructions per byte hashed (measured: BENCHMARKS.md), where the `sha2` crate's compact
-/// variant is as small but ≈ 60 instructions per byte and the unrolled ones are 2–3 KB. Safe Rust,
-/// no index that can fail (no panic path is linked).
+/// register moves between rounds). On the Cortex-M3 of the QEMU board a boot hashes at ≈ 48.6
+/// instructions per image byte with it, ≈ 59 with the `sha2` crate's compact variant
+/// ([`SoftSha256`] there) for 0.3 KB less flash, ≈ 44 with `hmac-sha256` for 1.6 KB more
+/// (BENCHMARKS.md, "SHA-256 engine"). Safe Rust, no index that can fail (no panic path).
 #[derive(Debug, Clone)]
 pub struct CompactSha256 {
     state: [u32; 8],

@@ -15,7 +15,7 @@
 //! refuse. Acceptance needs every step. No trusted key configured: refused (fail closed).
 //!
 //! Stack: a 256-byte read buffer plus `ed25519-dalek`'s `verify_strict`, which dominates the
-//! shim's measured 9 344 B peak (BENCHMARKS.md, docs/design.md).
+//! shim's measured 10 408 B peak (BENCHMARKS.md, docs/design.md).
 
 use super::header::{ImageHeader, FLAGS_ENCRYPTED, FLAG_NON_BOOTABLE, HEADER_SIZE};
 use super::sha256::{Sha256Engine, SoftSha256};

@@ -285,7 +285,7 @@ pub fn check_unprotected_with<F: ReadNorFlash, H: Sha256Engine>(
     }
 }
 
-/// SHA-256 of `len` bytes of flash from `offset`, read in [`HASH_CHUNK`] steps.
+/// SHA-256 of `len` bytes of flash from `offset`, read in 256-byte steps.
 pub fn hash_range<F: ReadNorFlash>(
     flash: &mut F,
     offset: u32,

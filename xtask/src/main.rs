@@ -62,10 +62,16 @@ enum Cmd {
     },
     /// Builds the demo firmware (target/demo/firmware/) and the QEMU tests' firmware
     /// (target/qemu-tests/firmware/).
+    #[command(after_help = "Examples:
+  cargo xtask firmware                     # build only
+  cargo xtask firmware --measure           # every figure of BENCHMARKS.md (QEMU)
+  cargo xtask firmware --measure boot      # the shim's size and boot cost only")]
     Firmware {
-        /// Also take the figures of BENCHMARKS.md ("QEMU").
-        #[arg(long)]
-        measure: bool,
+        /// Also take the figures of BENCHMARKS.md ("QEMU"): all of them, or only the shim's
+        /// (`boot`: size, boot instructions, cost per byte against the budget, stack, flash
+        /// operations) or only the update's (`update`: flash work, serial upload).
+        #[arg(long, value_name = "WHAT", num_args = 0..=1, default_missing_value = "all")]
+        measure: Option<demo::Measure>,
     },
     /// The randomized device-life walk (issue 16) against a reference model of the state table:
     /// `[--seconds N] [--lives N] [--seed S] [--steps N] [--geometry W,E]... [-v]`.

@@ -3,7 +3,8 @@
 //! 1. prerequisites: thumbv7m target, qemu-system-arm, imgtool, smpmgr (see tools.rs; the
 //!    other SMP client, mcumgr-toolkit, is a crate the QEMU tests depend on);
 //! 2. the device crate builds for thumbv7m-none-eabi without std and without alloc;
-//! 3. the firmware (shim + demo app variants) is built for the QEMU tests;
+//! 3. the firmware (shim + demo app variants) is built for the QEMU tests, and the shim's flash
+//!    is checked against the board's budget (`cargo xtask size`);
 //! 4. `cargo test --workspace` (device, host tool, power-cut harness, QEMU end-to-end tests);
 //! 5. the reduced power-cut matrix (`cargo xtask powercut --quick`);
 //! 6. a short device-life walk with fixed seeds (`cargo xtask walk`, [`crate::walk::CI_WALK`]);
@@ -37,8 +38,12 @@ pub fn run_all() -> Result<(), String> {
         "firmware",
     ]))?;
 
-    eprintln!("xtask: [2/5] firmware for the QEMU tests");
+    eprintln!(
+        "xtask: [2/5] firmware for the QEMU tests; the shim's size against the board's budget"
+    );
     xtask::firmware::build_all()?;
+    // Fails when the shim's flash exceeds `[bootloader] flash_budget` of twinbank.toml.
+    crate::size::size_cmd(None, None)?;
 
     eprintln!("xtask: [3/5] cargo test --workspace");
     run(cargo()

@@ -38,7 +38,10 @@ pub const RECORD_MAGIC: u32 = u32::from_le_bytes(*b"TBS1");
 
 const CRC_OFFSET: usize = RECORD_SIZE - 4;
 const BANK_ENTRY_SIZE: usize = 52;
-const BANK_OFFSETS: [usize; 2] = [16, 16 + BANK_ENTRY_SIZE];
+/// Where the two bank entries lie (A, then B).
+const BANK_ENTRIES: core::ops::Range<usize> = 16..16 + 2 * BANK_ENTRY_SIZE;
+#[cfg(test)]
+const BANK_OFFSETS: [usize; 2] = [BANK_ENTRIES.start, BANK_ENTRIES.start + BANK_ENTRY_SIZE];
 
 /// CRC-32C (Castagnoli): good error detection for short records. Bitwise, without a lookup
 /// table: it only ever covers 124-byte records, and the 1 KiB table would be ≈ 4 % of the
@@ -76,10 +79,10 @@ pub fn encode(state: &BootState, seq: u32) -> [u8; RECORD_SIZE] {
     b[4..8].copy_from_slice(&seq.to_le_bytes());
     b[8] = state.preferred.index() as u8;
     b[12..16].copy_from_slice(&state.min_security_counter.to_le_bytes());
-    for bank in Bank::ALL {
-        let o = BANK_OFFSETS[bank.index()];
-        let e = &mut b[o..o + BANK_ENTRY_SIZE];
-        let (status, byte1, from, image) = match state.bank(bank) {
+    // Whole-array pieces: no index can fail, so the bootloader links no panic path here.
+    let (entries, _) = b[BANK_ENTRIES].as_chunks_mut::<BANK_ENTRY_SIZE>();
+    for (e, bank) in entries.iter_mut().zip(&state.banks) {
+        let (status, byte1, from, image) = match bank {
             BankState::Empty => (STATUS_EMPTY, 0, 0, None),
             BankState::Pending {
                 image,
@@ -109,26 +112,28 @@ pub fn encode(state: &BootState, seq: u32) -> [u8; RECORD_SIZE] {
     b
 }
 
-fn u32_at(b: &[u8], o: usize) -> u32 {
-    u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]])
+/// The little-endian `u32` at the start of `b` (0 when shorter: never, for the fixed offsets
+/// below).
+fn le32(b: &[u8]) -> u32 {
+    b.first_chunk().map_or(0, |w| u32::from_le_bytes(*w))
 }
 
 /// Decodes a record; `None` when it is not a complete, valid record (blank, torn, corrupted, or
 /// a field out of range). Returns the state and its sequence number.
 pub fn decode(b: &[u8; RECORD_SIZE]) -> Option<(BootState, u32)> {
-    if u32_at(b, 0) != RECORD_MAGIC || u32_at(b, CRC_OFFSET) != CRC32.checksum(&b[..CRC_OFFSET]) {
+    if le32(&b[0..4]) != RECORD_MAGIC || le32(&b[CRC_OFFSET..]) != CRC32.checksum(&b[..CRC_OFFSET])
+    {
         return None;
     }
-    let seq = u32_at(b, 4);
+    let seq = le32(&b[4..8]);
     let preferred = match b[8] {
         0 => Bank::A,
         1 => Bank::B,
         _ => return None,
     };
     let mut banks = [BankState::Empty; 2];
-    for bank in Bank::ALL {
-        let o = BANK_OFFSETS[bank.index()];
-        let e = &b[o..o + BANK_ENTRY_SIZE];
+    let (entries, _) = b[BANK_ENTRIES].as_chunks::<BANK_ENTRY_SIZE>();
+    for (e, bank) in entries.iter().zip(&mut banks) {
         let mut version = [0u8; 8];
         version.copy_from_slice(&e[8..16]);
         let mut digest = [0u8; 32];
@@ -136,10 +141,10 @@ pub fn decode(b: &[u8; RECORD_SIZE]) -> Option<(BootState, u32)> {
         let image = ImageId {
             version: Version::from_bytes(version),
             digest,
-            security_counter: u32_at(e, 4),
-            size: u32_at(e, 48),
+            security_counter: le32(&e[4..8]),
+            size: le32(&e[48..52]),
         };
-        banks[bank.index()] = match (e[0], e[1]) {
+        *bank = match (e[0], e[1]) {
             (STATUS_EMPTY, _) => BankState::Empty,
             (STATUS_PENDING, n) if n <= Attempts::MAX => BankState::Pending {
                 image,
@@ -162,7 +167,7 @@ pub fn decode(b: &[u8; RECORD_SIZE]) -> Option<(BootState, u32)> {
     Some((
         BootState {
             preferred,
-            min_security_counter: u32_at(b, 12),
+            min_security_counter: le32(&b[12..16]),
             banks,
         },
         seq,

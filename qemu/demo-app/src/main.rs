@@ -424,6 +424,21 @@ fn send(u: &mut board::Uart, bytes: &[u8]) {
     }
 }
 
+/// Interrupt lines of the MPS2-AN385 (the CMSDK subsystem's 32 external interrupts).
+const IRQS: usize = 32;
+
+extern "C" {
+    /// The handler below, as cortex-m-rt exports it.
+    fn DefaultHandler();
+}
+
+/// The interrupt table: every line goes to [`DefaultHandler`]. With cortex-m-rt's `device`
+/// feature (the shim's one-entry table needs it, and Cargo turns it on for the app as well when
+/// both are built in one command) the application provides the table.
+#[link_section = ".vector_table.interrupts"]
+#[no_mangle]
+static __INTERRUPTS: [unsafe extern "C" fn(); IRQS] = [DefaultHandler; IRQS];
+
 /// Interrupts: only UART0's receive interrupt is enabled (it wakes [`serve`] from `wfi`).
 #[exception]
 unsafe fn DefaultHandler(irqn: i16) {

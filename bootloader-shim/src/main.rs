@@ -9,12 +9,15 @@
 //!    - `twinbank: boot A 1.0.0+0 rolled back from B: trial attempts exhausted`
 //!    - `twinbank: no bootable image (bank A: …; bank B: …)` — and it stops;
 //! 3. checks the image's vector table (alignment, initial SP in RAM, reset vector inside the
-//!    bank), arms the watchdog, sets VTOR, loads MSP and jumps.
+//!    bank), arms the watchdog, sets VTOR, loads MSP and jumps; a table that fails a check is
+//!    reported (`twinbank: bad vector table at 0x… (sp 0x…, reset 0x…)`) and the shim stops.
 //!
 //! Everything board-specific (addresses, flash driver, UART, watchdog, keys, ids) comes from the
 //! board crate; this file is the same for every board with a Cortex-M core.
 #![no_std]
 #![no_main]
+
+mod mem;
 
 use core::fmt::Write as _;
 use cortex_m_rt::{entry, exception, ExceptionFrame};
@@ -71,32 +74,34 @@ fn checked_vector_table(config: &Config<'_>, d: &BootDecision) -> u32 {
     let end = start + config.layout.bank_size();
     let vt = d.vector_table;
     let ok_vt = vt.is_multiple_of(consts::VECTOR_ALIGNMENT) && vt >= start && vt + 8 <= end;
-    let mut out = uart();
-    if ok_vt {
+    // The initial SP and reset vector, read only when the table lies inside the bank.
+    let words = ok_vt.then(|| {
         // SAFETY: `vt` is inside the bank, which is mapped memory.
-        let (sp, rv) = unsafe {
+        unsafe {
             (
                 core::ptr::read_volatile(vt as *const u32),
                 core::ptr::read_volatile((vt + 4) as *const u32),
             )
-        };
+        }
+    });
+    if let Some((sp, rv)) = words {
         let sp_ok = sp > consts::RAM_START && sp <= consts::RAM_END && sp % 4 == 0;
         let rv_ok = rv & 1 == 1 && (rv & !1) >= vt && (rv & !1) < end;
         if sp_ok && rv_ok {
             return vt;
         }
-        let _ = out.write_str("twinbank: bad vector table at ");
-        let _ = report::hex(&mut out, vt);
+    }
+    let mut out = uart();
+    let _ = out.write_str("twinbank: bad vector table at ");
+    let _ = report::hex(&mut out, vt);
+    if let Some((sp, rv)) = words {
         let _ = out.write_str(" (sp ");
         let _ = report::hex(&mut out, sp);
         let _ = out.write_str(", reset ");
         let _ = report::hex(&mut out, rv);
-        let _ = out.write_str(")\n");
-    } else {
-        let _ = out.write_str("twinbank: bad vector table address ");
-        let _ = report::hex(&mut out, vt);
-        let _ = out.write_str("\n");
+        let _ = out.write_str(")");
     }
+    let _ = out.write_str("\n");
     board::exit(exit_code::BAD_VECTOR_TABLE)
 }
 
@@ -109,7 +114,7 @@ unsafe fn HardFault(ef: &ExceptionFrame) -> ! {
 mod bench {
     //! Measurements: instructions from reset to the jump, and the peak stack (painted).
     use core::fmt::Write as _;
-    use twinbank_board::{counter, uart};
+    use twinbank_board::{counter, session, uart};
 
     const PAINT: u32 = 0xC0DE_5EED;
     /// Bytes painted below the stack pointer of `main`.
@@ -142,9 +147,11 @@ mod bench {
         }
         // Only the symbol's address is used.
         let top = core::ptr::addr_of!(_stack_start) as u32;
+        // Flash operations (erases and writes) since QEMU started: this boot's.
+        let ops = session::stats().ops;
         let _ = writeln!(
             uart(),
-            "twinbank: bench instructions={n} stack={} main_sp_depth={}",
+            "twinbank: bench instructions={n} stack={} main_sp_depth={} flash_ops={ops}",
             top - a,
             top - main_sp
         );

@@ -123,6 +123,13 @@ pub enum BoardError {
     },
     /// `attempts` outside 1..=7.
     BadAttempts(u8),
+    /// The header leaves no room for the image in a bank.
+    HeaderDoesNotFit {
+        /// Header size.
+        header_size: u16,
+        /// Bank size.
+        bank_size: u32,
+    },
     /// The header size does not put the vector table on its alignment.
     VectorMisaligned {
         /// Header size.
@@ -142,6 +149,14 @@ impl fmt::Display for BoardError {
                 write!(f, "[device] {field} = {value:?} is not a UUID (xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx)")
             }
             BoardError::BadAttempts(n) => write!(f, "[device] attempts = {n}: must be 1..=7"),
+            BoardError::HeaderDoesNotFit {
+                header_size,
+                bank_size,
+            } => write!(
+                f,
+                "[image] header_size {header_size:#x} leaves no room for an image in a \
+                 {bank_size:#x}-byte bank"
+            ),
             BoardError::VectorMisaligned {
                 header_size,
                 alignment,
@@ -179,12 +194,23 @@ impl BoardDescription {
         d.ids()?;
         d.attempts()?;
         let layout = d.layout()?;
+        let header_size = d.image.header_size;
+        if u32::from(header_size) >= layout.bank_size() {
+            return Err(BoardError::HeaderDoesNotFit {
+                header_size,
+                bank_size: layout.bank_size(),
+            });
+        }
+        let alignment = d.image.vector_alignment;
         for bank in crate::layout::Bank::ALL {
-            let vt = layout.bank_address(bank) + d.image.header_size as u32;
-            if d.image.vector_alignment == 0 || !vt.is_multiple_of(d.image.vector_alignment) {
+            // Inside the bank, whose end is a valid address (checked by `Layout::new`).
+            let vt = layout
+                .bank_address(bank)
+                .checked_add(u32::from(header_size));
+            if alignment == 0 || !vt.is_some_and(|vt| vt.is_multiple_of(alignment)) {
                 return Err(BoardError::VectorMisaligned {
-                    header_size: d.image.header_size,
-                    alignment: d.image.vector_alignment,
+                    header_size,
+                    alignment,
                 });
             }
         }
@@ -271,6 +297,30 @@ mod tests {
             BoardDescription::parse(&moved),
             Err(BoardError::VectorMisaligned { .. })
         ));
+    }
+
+    /// Bank B ends just below 4 GiB and the header is larger than the bank: the vector table
+    /// address overflowed `u32` (a panic with debug assertions, a wrapped address otherwise).
+    #[test]
+    fn refuses_a_header_larger_than_the_bank_at_the_top_of_the_address_space() {
+        let text = "[board]\nname = \"top\"\n\
+            [flash]\nbase = 0xFFFF0000\nsize = 0x10000\nwrite_size = 4\nerase_size = 0x400\n\
+            [layout]\nstate = { offset = 0x0, size = 0x800 }\n\
+            bank_a = { offset = 0x800, size = 0x400 }\n\
+            bank_b = { offset = 0xF800, size = 0x400 }\n\
+            [image]\nheader_size = 0x8000\nvector_alignment = 0x400\n\
+            [device]\nattempts = 3\n";
+        assert_eq!(
+            BoardDescription::parse(text),
+            Err(BoardError::HeaderDoesNotFit {
+                header_size: 0x8000,
+                bank_size: 0x400
+            })
+        );
+        // The same with a header that fits is accepted.
+        let fits = text.replace("header_size = 0x8000", "header_size = 0x200");
+        let fits = fits.replace("vector_alignment = 0x400", "vector_alignment = 0x200");
+        assert!(BoardDescription::parse(&fits).is_ok());
     }
 
     #[test]

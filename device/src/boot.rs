@@ -197,8 +197,39 @@ impl From<StateError> for BootError {
     }
 }
 
+/// What booting a verified image needs: where its vector table is and which version it is.
+#[derive(Clone, Copy)]
+struct Target {
+    vector_table: u32,
+    version: Version,
+}
+
+impl Target {
+    fn of(img: &VerifiedImage) -> Target {
+        Target {
+            // load_addr is the bank address (verification requires ROM_FIXED at this bank).
+            vector_table: img
+                .header
+                .load_addr
+                .wrapping_add(img.header.hdr_size as u32),
+            version: img.header.version,
+        }
+    }
+
+    fn boot(self, bank: Bank, reason: BootReason) -> BootDecision {
+        BootDecision {
+            bank,
+            vector_table: self.vector_table,
+            version: self.version,
+            reason,
+        }
+    }
+}
+
 /// Verifies `bank` against the state's expectations. `Ok(Err(_))` is a verdict on the image;
-/// `Err(_)` is a flash failure.
+/// `Err(_)` is a flash failure. Out of line: the decision calls it from two places, and each
+/// inlined copy would cost the bootloader flash.
+#[inline(never)]
 fn check_bank<F: NorFlash, H: Sha256Engine>(
     flash: &mut F,
     config: &Config<'_>,
@@ -206,13 +237,13 @@ fn check_bank<F: NorFlash, H: Sha256Engine>(
     bank: Bank,
     expected: &ImageId,
     engine: &mut H,
-) -> Result<Result<VerifiedImage, RollbackCause>, BootError> {
+) -> Result<Result<Target, RollbackCause>, BootError> {
     match verify_image_with(
         flash,
         &config.verify_params(bank, state.min_security_counter),
         engine,
     ) {
-        Ok(img) if img.digest == expected.digest => Ok(Ok(img)),
+        Ok(img) if img.digest == expected.digest => Ok(Ok(Target::of(&img))),
         Ok(_) => Ok(Err(RollbackCause::ImageReplaced)),
         Err(ImageError::Flash(k)) => Err(BootError::Flash(k)),
         Err(e) => Ok(Err(RollbackCause::VerifyFailed(e))),
@@ -285,42 +316,37 @@ pub fn decide_with<F: NorFlash, H: Sha256Engine>(
         let bank = state.preferred;
         let current = *state.bank(bank);
         let failure = match current {
-            BankState::Confirmed(id) => match check_bank(flash, config, &state, bank, &id, engine)?
-            {
-                Ok(img) => {
+            // A confirmed image, or a trial with attempts left: it boots if it verifies.
+            BankState::Confirmed(id)
+            | BankState::Pending {
+                image: id,
+                attempts_left: 1..,
+            } => match check_bank(flash, config, &state, bank, &id, engine)? {
+                Ok(target) => {
                     let other = bank.other();
-                    let reason = match (rolled_back, state.bank(other)) {
-                        (Some((from, cause)), _) => BootReason::RolledBack { from, cause },
-                        (None, BankState::Rejected(_)) => BootReason::Fallback { rejected: other },
+                    let reason = match (current, rolled_back, state.bank(other)) {
+                        (BankState::Pending { attempts_left, .. }, ..) => {
+                            // The attempt is spent before the image runs.
+                            let left = attempts_left - 1;
+                            *state.bank_mut(bank) = BankState::Pending {
+                                image: id,
+                                attempts_left: left,
+                            };
+                            store.write(flash, &state)?;
+                            BootReason::Trial {
+                                attempts_left: left,
+                            }
+                        }
+                        (_, Some((from, cause)), _) => BootReason::RolledBack { from, cause },
+                        (_, None, BankState::Rejected(_)) => {
+                            BootReason::Fallback { rejected: other }
+                        }
                         _ => BootReason::Normal,
                     };
-                    return Ok(decision(bank, &img, reason));
+                    return Ok(target.boot(bank, reason));
                 }
                 Err(cause) => cause,
             },
-            BankState::Pending {
-                image,
-                attempts_left,
-            } if attempts_left > 0 => {
-                match check_bank(flash, config, &state, bank, &image, engine)? {
-                    Ok(img) => {
-                        let left = attempts_left - 1;
-                        *state.bank_mut(bank) = BankState::Pending {
-                            image,
-                            attempts_left: left,
-                        };
-                        store.write(flash, &state)?;
-                        return Ok(decision(
-                            bank,
-                            &img,
-                            BootReason::Trial {
-                                attempts_left: left,
-                            },
-                        ));
-                    }
-                    Err(cause) => cause,
-                }
-            }
             BankState::Pending { .. } => RollbackCause::AttemptsExhausted,
             BankState::Empty | BankState::Rejected(_) | BankState::Receiving(_) => {
                 if verdict[bank.index()] == Unbootable::Empty {
@@ -378,14 +404,14 @@ pub fn decide_with<F: NorFlash, H: Sha256Engine>(
             continue; // failed verification in this boot already
         }
         match check_bank(flash, config, &state, bank, &id, engine)? {
-            Ok(img) => {
+            Ok(target) => {
                 // Preferred, so that its application can install into the other bank.
                 if state.preferred != bank {
                     state.preferred = bank;
                     store.write(flash, &state)?;
                 }
                 let other = verdict[bank.other().index()];
-                return Ok(decision(bank, &img, BootReason::LastResort { other }));
+                return Ok(target.boot(bank, BootReason::LastResort { other }));
             }
             Err(RollbackCause::VerifyFailed(e)) => verdict[bank.index()] = Unbootable::Invalid(e),
             Err(_) => {}
@@ -395,17 +421,4 @@ pub fn decide_with<F: NorFlash, H: Sha256Engine>(
         a: verdict[0],
         b: verdict[1],
     })
-}
-
-fn decision(bank: Bank, img: &VerifiedImage, reason: BootReason) -> BootDecision {
-    BootDecision {
-        bank,
-        // load_addr is the bank address (verification requires ROM_FIXED at this bank).
-        vector_table: img
-            .header
-            .load_addr
-            .wrapping_add(img.header.hdr_size as u32),
-        version: img.header.version,
-        reason,
-    }
 }

@@ -95,11 +95,11 @@ impl Region {
     }
 
     /// One past the last byte, or `None` when it would overflow `u32`.
-    pub fn end(&self) -> Option<u32> {
+    pub const fn end(&self) -> Option<u32> {
         self.offset.0.checked_add(self.size.0)
     }
 
-    fn overlaps(&self, other: &Region) -> bool {
+    const fn overlaps(&self, other: &Region) -> bool {
         // Both ends are known to exist when this is called (checked first in `Layout::new`).
         let (a0, a1) = (self.offset.0, self.offset.0 + self.size.0);
         let (b0, b1) = (other.offset.0, other.offset.0 + other.size.0);
@@ -281,18 +281,29 @@ impl LayoutBuilder {
     }
 
     /// Checks every invariant and builds the layout.
-    pub fn build(self) -> Result<Layout, LayoutError> {
-        let need = |v: Option<u32>, f| v.ok_or(LayoutError::Missing(f));
-        let region = |v: Option<Region>, f| v.ok_or(LayoutError::Missing(f));
-        Layout::check(
-            need(self.flash_size, LayoutField::FlashSize)?,
-            need(self.write_size, LayoutField::WriteSize)?,
-            need(self.erase_size, LayoutField::EraseSize)?,
-            self.base_address,
-            region(self.state, LayoutField::State)?,
-            region(self.bank_a, LayoutField::BankA)?,
-            region(self.bank_b, LayoutField::BankB)?,
-        )
+    ///
+    /// A `const fn`: a board whose layout is fixed builds it at compile time (a broken layout is
+    /// then a build error), so its bootloader carries neither the checks nor an error path.
+    pub const fn build(self) -> Result<Layout, LayoutError> {
+        use LayoutField as F;
+        match (
+            self.flash_size,
+            self.write_size,
+            self.erase_size,
+            self.state,
+            self.bank_a,
+            self.bank_b,
+        ) {
+            (Some(flash), Some(write), Some(erase), Some(state), Some(a), Some(b)) => {
+                Layout::check(flash, write, erase, self.base_address, state, a, b)
+            }
+            (None, ..) => Err(LayoutError::Missing(F::FlashSize)),
+            (_, None, ..) => Err(LayoutError::Missing(F::WriteSize)),
+            (_, _, None, ..) => Err(LayoutError::Missing(F::EraseSize)),
+            (_, _, _, None, ..) => Err(LayoutError::Missing(F::State)),
+            (.., None, _) => Err(LayoutError::Missing(F::BankA)),
+            (.., None) => Err(LayoutError::Missing(F::BankB)),
+        }
     }
 }
 
@@ -339,7 +350,7 @@ impl Layout {
     ///
     /// `flash_size` is the capacity of the flash device; `base_address` is the CPU address of flash
     /// offset 0 (where the banks are executed in place).
-    pub fn new(
+    pub const fn new(
         flash_size: u32,
         write_size: u32,
         erase_size: u32,
@@ -359,7 +370,7 @@ impl Layout {
         )
     }
 
-    fn check(
+    const fn check(
         flash_size: u32,
         write_size: u32,
         erase_size: u32,
@@ -368,10 +379,13 @@ impl Layout {
         bank_a: Region,
         bank_b: Region,
     ) -> Result<Layout, LayoutError> {
+        // `const`: loops are `while`, comparisons on the raw numbers.
         let geometry_ok = write_size.is_power_of_two()
-            && (MIN_WRITE_SIZE..=MAX_WRITE_SIZE).contains(&write_size)
+            && write_size >= MIN_WRITE_SIZE
+            && write_size <= MAX_WRITE_SIZE
             && erase_size.is_power_of_two()
-            && (MIN_ERASE_SIZE..=MAX_ERASE_SIZE).contains(&erase_size);
+            && erase_size >= MIN_ERASE_SIZE
+            && erase_size <= MAX_ERASE_SIZE;
         if !geometry_ok {
             return Err(LayoutError::UnsupportedGeometry {
                 write_size,
@@ -383,7 +397,9 @@ impl Layout {
             (RegionName::Bank(Bank::A), bank_a),
             (RegionName::Bank(Bank::B), bank_b),
         ];
-        for (name, region) in named {
+        let mut i = 0;
+        while i < named.len() {
+            let (name, region) = named[i];
             match region.end() {
                 Some(end) if end <= flash_size && region.size.0 > 0 => {}
                 _ => return Err(LayoutError::OutOfFlash(name)),
@@ -391,36 +407,43 @@ impl Layout {
             if region.offset.0 % erase_size != 0 || region.size.0 % erase_size != 0 {
                 return Err(LayoutError::NotEraseAligned(name));
             }
+            i += 1;
         }
-        for i in 0..named.len() {
-            for j in i + 1..named.len() {
+        let mut i = 0;
+        while i < named.len() {
+            let mut j = i + 1;
+            while j < named.len() {
                 if named[i].1.overlaps(&named[j].1) {
                     return Err(LayoutError::Overlap(named[i].0, named[j].0));
                 }
+                j += 1;
             }
+            i += 1;
         }
         let sectors = state.size.0 / erase_size;
         if sectors < 2 {
             return Err(LayoutError::StateTooSmall { sectors });
         }
-        if bank_a.size != bank_b.size {
+        if bank_a.size.0 != bank_b.size.0 {
             return Err(LayoutError::UnequalBanks);
         }
-        if bank_a.offset > bank_b.offset {
+        if bank_a.offset.0 > bank_b.offset.0 {
             return Err(LayoutError::BanksSwapped);
         }
         if bank_a.size.0 < crate::image::HEADER_SIZE as u32 {
             return Err(LayoutError::BankTooSmall);
         }
-        for (bank, region) in [(Bank::A, bank_a), (Bank::B, bank_b)] {
-            // Banks execute in place: their CPU addresses must exist on a 32-bit core.
-            if region
-                .end()
-                .and_then(|end| base_address.checked_add(end))
-                .is_none()
-            {
-                return Err(LayoutError::OutOfFlash(RegionName::Bank(bank)));
+        // Banks execute in place: their CPU addresses must exist on a 32-bit core.
+        let mut i = 1;
+        while i < named.len() {
+            let fits = match named[i].1.end() {
+                Some(end) => base_address.checked_add(end).is_some(),
+                None => false,
+            };
+            if !fits {
+                return Err(LayoutError::OutOfFlash(named[i].0));
             }
+            i += 1;
         }
         Ok(Layout {
             state,

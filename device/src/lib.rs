@@ -20,11 +20,15 @@
 //! - [`delta`]: delta updates, the next image rebuilt from the running one and a patch;
 //! - [`protocol`]: the serial protocol (frames, messages, the device-side server);
 //! - [`report`]: the bootloader's boot line, written without `core::fmt`;
-//! - [`testing`] (`std`): the strict NOR flash used by the tests.
+//! - `smp` (cargo feature `smp`): SMP (MCUmgr) for the tools MCUboot users own, served beside
+//!   the native protocol on the same UART;
+//! - [`testing`] (`std`): the strict NOR flash used by the tests, the device invariants every
+//!   randomised test and fuzz target checks, a device rig driven through the protocol, and the
+//!   fuzz harnesses.
 //!
 //! `no_std`, no heap, generic over [`embedded_storage::nor_flash::NorFlash`]. Nothing read from
 //! flash can make it panic: every length is checked before use. Stack needs are listed in
-//! `docs/design.md` (dominated by Ed25519 verification: a whole boot peaks at 9 344 B on
+//! `docs/design.md` (dominated by Ed25519 verification: a whole boot peaks at 10 408 B on
 //! Cortex-M3, measured in BENCHMARKS.md).
 #![no_std]
 #![cfg_attr(docsrs, feature(doc_cfg))]
@@ -44,6 +48,9 @@ pub mod image;
 pub mod layout;
 pub mod protocol;
 pub mod report;
+#[cfg(feature = "smp")]
+#[cfg_attr(docsrs, doc(cfg(feature = "smp")))]
+pub mod smp;
 pub mod state;
 #[cfg(feature = "std")]
 #[cfg_attr(docsrs, doc(cfg(feature = "std")))]

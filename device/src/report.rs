@@ -25,18 +25,22 @@ const DIGITS: [&str; 16] = [
 
 /// Writes `n` in decimal.
 pub fn dec<W: Write>(w: &mut W, n: u32) -> Result {
-    // The largest power of ten ≤ n, then one digit per power (u32::MAX has 10 digits).
-    let mut p = 1u32;
-    while n / p >= 10 {
-        p *= 10;
-    }
-    loop {
-        w.write_str(DIGITS[((n / p) % 10) as usize])?;
-        if p == 1 {
-            return Ok(());
+    // Digits from the last, then written first to last (u32::MAX has 10 digits). `get_mut` and
+    // the digit table's 16 entries keep every index in bounds without a panic path.
+    let mut digits = [0u8; 10];
+    let (mut rest, mut first) = (n, digits.len());
+    while let Some(slot) = first.checked_sub(1).and_then(|i| digits.get_mut(i)) {
+        *slot = (rest % 10) as u8;
+        first -= 1;
+        rest /= 10;
+        if rest == 0 {
+            break;
         }
-        p /= 10;
     }
+    for d in digits.iter().skip(first) {
+        w.write_str(DIGITS[(*d & 0xf) as usize])?;
+    }
+    Ok(())
 }
 
 /// Writes `n` as `0x` and eight lowercase hex digits.
@@ -78,10 +82,7 @@ fn cause<W: Write>(w: &mut W, c: &RollbackCause) -> Result {
 }
 
 fn unbootable<W: Write>(w: &mut W, u: &Unbootable) -> Result {
-    match u {
-        Unbootable::Invalid(e) => w.write_str(e.summary()),
-        u => w.write_str(u.summary()),
-    }
+    w.write_str(u.summary())
 }
 
 /// The boot line of a decision, newline included.

@@ -11,8 +11,16 @@
 //! recorded. It counts reads, writes, erases (per sector) and bytes programmed, and can cut power
 //! at flash operation N (operations = writes and erases) with one of the [`CutModel`]s; after the
 //! cut every operation fails until [`StrictFlash::power_on`].
+//!
+//! Built on it: [`invariants`] (what every step of a device must keep, checked once for all the
+//! randomised tests and fuzz targets), [`device`] (a device driven through its serial protocol
+//! with those checks after every frame) and [`fuzz`] (the fuzz harnesses and their seeds).
 
 extern crate std;
+
+pub mod device;
+pub mod fuzz;
+pub mod invariants;
 
 use embedded_storage::nor_flash::{
     ErrorType, NorFlash, NorFlashError, NorFlashErrorKind, ReadNorFlash,

@@ -30,6 +30,25 @@
 //! units that are all 0xff are never programmed, so "programmed" equals "reads non-erased" and no
 //! unit is ever programmed twice between erases.
 //!
+//! ## Streamed uploads (SMP)
+//! An SMP client announces only the file's length and SHA-256, and its first chunk carries the
+//! header but not the TLVs (they come last). [`Updater::start_streamed`] checks what the header
+//! can tell before anything is written; [`Updater::finish_streamed`] verifies everything else
+//! when the last byte arrived, and records the image *uploaded and verified, not active*
+//! ([`ReceivingKind::Verified`]); [`Updater::activate`] (SMP `image test`) verifies it again and
+//! makes it pending. Unlike [`Updater::begin`], a streamed upload gives up the other bank's image
+//! (the fallback) once the header checks pass, before the signature can be checked
+//! (docs/design.md, rows 20–28). Its resume identity is (length, SHA-256), recorded with the kind
+//! [`ReceivingKind::Streamed`], so a native upload never resumes a streamed one nor the reverse.
+//!
+//! ```text
+//! begin_streamed(len, sha, header) ── header checks (nothing written if refused);
+//!                    record "target Receiving{streamed, from 0}", erase, record erased
+//! write(offset, bytes) …                                 (as above)
+//! finish_streamed() ── full verification + SHA-256 of the bytes; "target Receiving{verified}"
+//! activate(hash)    ── verifies again; "target Pending(N), preferred"
+//! ```
+//!
 //! ## Spreading the erase
 //! [`Updater::begin`] erases every sector the image needs before it returns (on a 1 MiB image with
 //! 4 KiB sectors that is 256 erases: seconds on most internal flash). An application with other
@@ -47,12 +66,16 @@
 
 use crate::flash::{fault, FlashFault};
 use crate::flash::{is_erased, read_exact, ERASED};
+use crate::image::tlv::TLV_HEADER_SIZE;
 pub use crate::image::Manifest;
 use crate::image::{
-    check_manifest, verify_image_with, ImageError, Sha256Engine, SoftSha256, HEADER_SIZE,
+    check_header, check_manifest, hash_range_with, verify_image_with, ImageError, ImageHeader,
+    Sha256Engine, SoftSha256, Version, HEADER_SIZE,
 };
 use crate::layout::Bank;
-use crate::state::{BankState, BootState, ImageId, Receiving, StateError, StateStore};
+use crate::state::{
+    BankState, BootState, ImageId, Receiving, ReceivingKind, StateError, StateStore,
+};
 use crate::Config;
 use core::fmt;
 use embedded_storage::nor_flash::NorFlash;
@@ -103,6 +126,16 @@ pub enum UpdateError {
     NoFallback,
     /// The bank holds more erase sectors than the state record can count (65 535).
     TooManySectors,
+    /// A streamed upload asked for upgrades only and the image is not newer than the running one
+    /// (major.minor.revision, as MCUmgr compares them).
+    NotAnUpgrade {
+        /// Version of the running image.
+        running: Version,
+        /// Version of the offered image.
+        offered: Version,
+    },
+    /// `activate` names no uploaded image waiting in the other bank (or another one than waits).
+    NoSuchUpload,
     /// `cancel` with no activated update and no upload to cancel.
     NothingToCancel,
     /// Not available in the bootloader's serial recovery: no application runs (confirm, reject).
@@ -145,6 +178,13 @@ impl fmt::Display for UpdateError {
             }
             UpdateError::TooManySectors => {
                 f.write_str("the image spans more than 65535 erase sectors")
+            }
+            UpdateError::NotAnUpgrade { running, offered } => write!(
+                f,
+                "upgrade only: {offered} is not newer than the running {running}"
+            ),
+            UpdateError::NoSuchUpload => {
+                f.write_str("no uploaded image with this hash waits in the other bank")
             }
             UpdateError::NothingToCancel => {
                 f.write_str("nothing to cancel: no update is activated or being uploaded")
@@ -204,8 +244,11 @@ fn program<F: NorFlash>(
 #[derive(Debug, Clone, Copy)]
 struct Upload {
     bank: Bank,
-    /// The image announced (digest and length as the manifest says).
+    /// The image announced (digest and length as the manifest says; for a streamed upload the
+    /// file's SHA-256 and length, see [`ReceivingKind::Streamed`]).
     image: ImageId,
+    /// Announced (native) or streamed.
+    kind: ReceivingKind,
     /// Sectors of the bank (counted from its start) still to erase before bytes can be
     /// programmed: `[erase_next, erase_end)`. Empty once the erase is complete and recorded.
     erase_next: u32,
@@ -230,6 +273,39 @@ pub struct Start {
     pub offset: u32,
     /// Sector erases to do before bytes can be programmed ([`Updater::erase_next`]).
     pub erases: u32,
+}
+
+/// What a streamed upload (SMP) announces before its data: the whole file's length and
+/// SHA-256, and its first bytes, the image header. See [`Updater::start_streamed`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamStart {
+    /// The image's first 32 bytes (its header).
+    pub header: [u8; HEADER_SIZE],
+    /// Length of the whole image file.
+    pub len: u32,
+    /// SHA-256 of the whole image file: identifies the upload (resume) and is checked over the
+    /// bytes in flash once the last one arrived.
+    pub sha: [u8; 32],
+    /// Refuse an image whose version is not newer than the running one (MCUmgr `upgrade`).
+    pub upgrade_only: bool,
+}
+
+/// An upload in progress, as [`Updater::upload`] reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    /// What identifies the upload (see [`ReceivingKind`]).
+    pub image: ImageId,
+    /// Announced or streamed.
+    pub kind: ReceivingKind,
+    /// The next offset expected.
+    pub next: u32,
+}
+
+/// The upload about to be opened, whatever announced it.
+struct Incoming<'m> {
+    image: ImageId,
+    kind: ReceivingKind,
+    header: &'m [u8; HEADER_SIZE],
 }
 
 /// The application's handle on updates. `running` is the bank the application executes from
@@ -279,10 +355,10 @@ impl<'a, F: NorFlash, H: Sha256Engine> Updater<'a, F, H> {
     /// `keep` is the bank holding the image that must survive (the one that verifies; `None`
     /// when none does): uploads go to the other bank, so recovery never erases the last image
     /// that verifies. Without `keep`, the preferred bank is kept (on a blank device the first
-    /// image goes to bank A), and an
-    /// upload also works on a device without any state record (factory provisioning of a device
-    /// that holds only the bootloader). Confirm and reject are refused (`InRecovery`); an
-    /// activated upload runs on trial after the reset, like any update.
+    /// image goes to bank A), and an upload also works on a device without any state record
+    /// (factory provisioning of a device that holds only the bootloader). Confirm and reject are
+    /// refused (`InRecovery`); an activated upload runs on trial after the reset, like any
+    /// update.
     pub fn for_recovery(
         mut flash: F,
         config: Config<'a>,
@@ -323,6 +399,11 @@ impl<'a, F: NorFlash, H: Sha256Engine> Updater<'a, F, H> {
         Ok(())
     }
 
+    /// The device configuration.
+    pub fn config(&self) -> &Config<'a> {
+        &self.config
+    }
+
     /// The bank the application runs from.
     pub fn running(&self) -> Bank {
         self.running
@@ -355,6 +436,15 @@ impl<'a, F: NorFlash, H: Sha256Engine> Updater<'a, F, H> {
         self.upload.map(|u| u.next)
     }
 
+    /// The upload in progress in this session, if any.
+    pub fn upload(&self) -> Option<Progress> {
+        self.upload.map(|u| Progress {
+            image: u.image,
+            kind: u.kind,
+            next: u.next,
+        })
+    }
+
     /// The state as the flash holds it (re-read after a failed write).
     fn current(&mut self) -> Result<BootState, UpdateError> {
         self.store.refresh(&mut self.flash)?;
@@ -362,6 +452,19 @@ impl<'a, F: NorFlash, H: Sha256Engine> Updater<'a, F, H> {
             .current()
             .copied()
             .ok_or(UpdateError::NotProvisioned)
+    }
+
+    /// The state to install over; in recovery a device without any record starts from "both
+    /// banks empty".
+    fn current_or_blank(&mut self) -> Result<BootState, UpdateError> {
+        match self.current() {
+            Err(UpdateError::NotProvisioned) if self.recovery => Ok(BootState {
+                preferred: self.running,
+                min_security_counter: 0,
+                banks: [BankState::Empty, BankState::Empty],
+            }),
+            r => r,
+        }
     }
 
     fn flash_err<E: embedded_storage::nor_flash::NorFlashError>(e: E) -> UpdateError {
@@ -384,25 +487,8 @@ impl<'a, F: NorFlash, H: Sha256Engine> Updater<'a, F, H> {
     /// the module documentation).
     pub fn start(&mut self, manifest: &Manifest) -> Result<Start, UpdateError> {
         self.upload = None;
+        let state = self.ready_to_install()?;
         let target = self.running.other();
-        let mut state = if self.recovery {
-            // Recovery takes an image whatever the state says (a blank device included).
-            self.store.refresh(&mut self.flash)?;
-            self.store.current().copied().unwrap_or(BootState {
-                preferred: self.running,
-                min_security_counter: 0,
-                banks: [BankState::Empty, BankState::Empty],
-            })
-        } else {
-            let state = self.current()?;
-            if matches!(state.bank(self.running), BankState::Pending { .. }) {
-                return Err(UpdateError::TrialInProgress);
-            }
-            if state.preferred != self.running {
-                return Err(UpdateError::SwitchPending);
-            }
-            state
-        };
         let params = self
             .config
             .verify_params(target, state.min_security_counter);
@@ -417,16 +503,120 @@ impl<'a, F: NorFlash, H: Sha256Engine> Updater<'a, F, H> {
         // A bad upload never costs the fallback: the announcement must be signed by a trusted
         // key before anything is written (the bytes are matched against it at `finish`).
         manifest.check_signature_with(self.config.keys, &mut self.sha)?;
+        let incoming = Incoming {
+            image: manifest.image_id(),
+            kind: ReceivingKind::Announced,
+            header: &manifest.header_bytes,
+        };
+        self.open(state, &incoming)
+    }
+
+    /// A streamed upload (SMP): [`Updater::start_streamed`] followed by every
+    /// [`Updater::erase_next`]. Returns the offset of the first byte to send.
+    pub fn begin_streamed(&mut self, announced: &StreamStart) -> Result<u32, UpdateError> {
+        let start = self.start_streamed(announced)?;
+        while self.erase_next()? > 0 {}
+        Ok(start.offset)
+    }
+
+    /// Starts (or resumes) a streamed upload: one whose announcement is only the file's length
+    /// and SHA-256, and whose first chunk carries the header but not the TLVs (they come last).
+    ///
+    /// Before anything is written it checks all the header can tell: a trusted key exists,
+    /// magic and `hdr_size`, flags (not encrypted, bootable), the image fits the bank and the
+    /// announced length, the `ROM_FIXED` bank binding, and with `upgrade_only` a version newer
+    /// than the running one. Ids, security counter, hash and signature can only be checked when
+    /// the last byte arrived ([`Updater::finish_streamed`], a full verification). So, unlike
+    /// [`Updater::start`], a streamed upload gives up the other bank's image (the fallback) once
+    /// these header checks pass, before its signature can be checked.
+    ///
+    /// The upload is identified by (length, SHA-256): an interrupted streamed upload of the same
+    /// file resumes, never an announced one (nor the reverse).
+    pub fn start_streamed(&mut self, announced: &StreamStart) -> Result<Start, UpdateError> {
+        self.upload = None;
+        let state = self.ready_to_install()?;
+        if self.config.keys.is_empty() {
+            // Nothing could ever verify: keep the fallback.
+            return Err(ImageError::NoTrustedKeys.into());
+        }
+        let target = self.running.other();
+        let params = self
+            .config
+            .verify_params(target, state.min_security_counter);
+        let header = ImageHeader::parse(&announced.header).map_err(ImageError::from)?;
+        check_header(&header, &params)?;
+        if announced.len > params.capacity {
+            return Err(ImageError::DoesNotFit {
+                needed: announced.len,
+                capacity: params.capacity,
+            }
+            .into());
+        }
+        // The announced length must hold the hashed part and at least a TLV area header.
+        if header.hashed_len() + TLV_HEADER_SIZE as u64 > announced.len as u64 {
+            return Err(ImageError::Truncated.into());
+        }
+        if announced.upgrade_only {
+            let running = state
+                .bank(self.running)
+                .image()
+                .map(|i| i.version)
+                .unwrap_or_default();
+            let key = |v: Version| (v.major, v.minor, v.revision);
+            if key(header.version) <= key(running) {
+                return Err(UpdateError::NotAnUpgrade {
+                    running,
+                    offered: header.version,
+                });
+            }
+        }
+        let incoming = Incoming {
+            image: ImageId {
+                version: header.version,
+                digest: announced.sha,
+                security_counter: 0,
+                size: announced.len,
+            },
+            kind: ReceivingKind::Streamed,
+            header: &announced.header,
+        };
+        self.open(state, &incoming)
+    }
+
+    /// The state, if an install may start: the running image is not on trial and is preferred.
+    /// Recovery takes an image whatever the state says (a blank device included).
+    fn ready_to_install(&mut self) -> Result<BootState, UpdateError> {
+        let state = self.current_or_blank()?;
+        if self.recovery {
+            return Ok(state);
+        }
+        if matches!(state.bank(self.running), BankState::Pending { .. }) {
+            return Err(UpdateError::TrialInProgress);
+        }
+        if state.preferred != self.running {
+            return Err(UpdateError::SwitchPending);
+        }
+        Ok(state)
+    }
+
+    /// Opens an upload whose checks passed: resumes an interrupted upload of the same image and
+    /// kind, records that the bank is rewritten, and sets up the erase.
+    fn open(
+        &mut self,
+        mut state: BootState,
+        incoming: &Incoming<'_>,
+    ) -> Result<Start, UpdateError> {
+        let target = self.running.other();
+        let image = incoming.image;
         let erase = self.config.layout.erase_size();
-        let span = manifest.total_len.div_ceil(erase);
+        let span = image.size.div_ceil(erase);
         if span > u16::MAX as u32 {
             return Err(UpdateError::TooManySectors);
         }
-        let base = params.offset;
-        let image = manifest.image_id();
+        let base = self.config.layout.bank(target).offset.0;
         let from = match *state.bank(target) {
-            BankState::Receiving(r) if r.image == image => {
-                self.resume_sector(base, manifest, r, span)?
+            BankState::Receiving(r) if r.image == image && r.kind == incoming.kind => {
+                self.resume_sector(base, incoming.header, image.size, r, span)?
             }
             _ => 0,
         };
@@ -438,6 +628,7 @@ impl<'a, F: NorFlash, H: Sha256Engine> Updater<'a, F, H> {
                 // `from < span <= u16::MAX`.
                 from_sector: from as u16,
                 erased,
+                kind: incoming.kind,
             })
         };
         if !(from == 0 && *state.bank(target) == BankState::Empty) {
@@ -449,6 +640,7 @@ impl<'a, F: NorFlash, H: Sha256Engine> Updater<'a, F, H> {
         self.upload = Some(Upload {
             bank: target,
             image,
+            kind: incoming.kind,
             erase_next: from,
             erase_end: span,
             next: from * erase,
@@ -477,18 +669,12 @@ impl<'a, F: NorFlash, H: Sha256Engine> Updater<'a, F, H> {
             .map_err(Self::flash_err)?;
         up.erase_next += 1;
         if !up.erasing() {
-            let mut state = match self.current() {
-                Err(UpdateError::NotProvisioned) if self.recovery => BootState {
-                    preferred: self.running,
-                    min_security_counter: 0,
-                    banks: [BankState::Empty, BankState::Empty],
-                },
-                r => r?,
-            };
+            let mut state = self.current_or_blank()?;
             *state.bank_mut(up.bank) = BankState::Receiving(Receiving {
                 image: up.image,
                 from_sector: (up.next / erase) as u16,
                 erased: true,
+                kind: up.kind,
             });
             self.store.write(&mut self.flash, &state)?;
         }
@@ -501,7 +687,8 @@ impl<'a, F: NorFlash, H: Sha256Engine> Updater<'a, F, H> {
     fn resume_sector(
         &mut self,
         base: u32,
-        manifest: &Manifest,
+        header: &[u8; HEADER_SIZE],
+        total: u32,
         r: Receiving,
         span: u32,
     ) -> Result<u32, UpdateError> {
@@ -510,22 +697,26 @@ impl<'a, F: NorFlash, H: Sha256Engine> Updater<'a, F, H> {
             return Ok(0);
         }
         let sector = if r.erased {
-            self.last_written_sector(base, from, manifest.total_len)?
+            self.last_written_sector(base, from, total)?
         } else {
             from
         };
         // The header is the first thing written: a resume past it must find it (a bank damaged
         // behind the updater's back starts afresh).
-        if sector > 0 && !self.header_in_bank(base, manifest)? {
+        if sector > 0 && !self.header_in_bank(base, header)? {
             return Ok(0);
         }
         Ok(sector)
     }
 
-    fn header_in_bank(&mut self, base: u32, manifest: &Manifest) -> Result<bool, UpdateError> {
+    fn header_in_bank(
+        &mut self,
+        base: u32,
+        header: &[u8; HEADER_SIZE],
+    ) -> Result<bool, UpdateError> {
         let mut b = [0u8; HEADER_SIZE];
         read_exact(&mut self.flash, base, &mut b).map_err(UpdateError::Flash)?;
-        Ok(b == manifest.header_bytes)
+        Ok(&b == header)
     }
 
     /// The sector holding the last byte that reads non-erased in `[from sector, total)`, or
@@ -650,10 +841,143 @@ impl<'a, F: NorFlash, H: Sha256Engine> Updater<'a, F, H> {
     /// image from flash, then activates it with one record: target pending with the configured
     /// attempts, and preferred. The new image runs after the next reset. When the image does not
     /// verify (or is not the one announced), the target is recorded empty, so the next `begin`
-    /// starts afresh instead of resuming over bad bytes.
+    /// starts afresh instead of resuming over bad bytes. A read error while verifying is no
+    /// verdict: it is returned and the upload kept, so `finish` can be called again.
     pub fn finish(&mut self) -> Result<ImageId, UpdateError> {
+        let (up, mut state) = self.complete(ReceivingKind::Announced)?;
+        let params = self
+            .config
+            .verify_params(up.bank, state.min_security_counter);
+        let verdict = match verify_image_with(&mut self.flash, &params, &mut self.sha) {
+            Ok(img) if img.digest == up.image.digest && img.total_len == up.image.size => Ok(img),
+            Ok(_) => Err(UpdateError::DigestMismatch),
+            Err(e) => Err(e.into()),
+        };
+        let image = self.verdict(Some(&up), up.bank, &mut state, verdict)?;
+        let id = ImageId::of(&image);
+        *state.bank_mut(up.bank) = BankState::Pending {
+            image: id,
+            attempts_left: self.config.attempts.get(),
+        };
+        state.preferred = up.bank;
+        self.store.write(&mut self.flash, &state)?;
+        Ok(id)
+    }
+
+    /// Completes a streamed upload once every byte arrived: programs the last partial unit,
+    /// verifies the whole image from flash (header, ids, counter, hash, signature) and checks the
+    /// announced SHA-256 over the bytes in flash. Then records the bank as uploaded and verified
+    /// but *not* active ([`ReceivingKind::Verified`], one record): the running image stays
+    /// preferred until [`Updater::activate`] (SMP `image test`). On failure the bank is recorded
+    /// empty, as [`Updater::finish`] does.
+    pub fn finish_streamed(&mut self) -> Result<ImageId, UpdateError> {
+        let (up, mut state) = self.complete(ReceivingKind::Streamed)?;
+        let params = self
+            .config
+            .verify_params(up.bank, state.min_security_counter);
+        let verdict = match verify_image_with(&mut self.flash, &params, &mut self.sha) {
+            Ok(img) if img.total_len != up.image.size => Err(ImageError::BadTlvArea.into()),
+            Ok(img) => {
+                match hash_range_with(&mut self.flash, params.offset, up.image.size, &mut self.sha)
+                {
+                    Ok(sha) if sha == up.image.digest => Ok(img),
+                    Ok(_) => Err(UpdateError::DigestMismatch),
+                    Err(e) => Err(e.into()),
+                }
+            }
+            Err(e) => Err(e.into()),
+        };
+        let image = self.verdict(Some(&up), up.bank, &mut state, verdict)?;
+        let id = ImageId::of(&image);
+        let erase = self.config.layout.erase_size();
+        *state.bank_mut(up.bank) = BankState::Receiving(Receiving {
+            image: id,
+            // Every sector of the span is written (`span <= u16::MAX`, checked at start).
+            from_sector: id.size.div_ceil(erase) as u16,
+            erased: true,
+            kind: ReceivingKind::Verified,
+        });
+        self.store.write(&mut self.flash, &state)?;
+        Ok(id)
+    }
+
+    /// Activates the uploaded and verified image in the other bank whose SHA-256 TLV value is
+    /// `digest` (SMP `image test`): verifies it again from flash, then one record: pending with
+    /// the configured attempts, and preferred. Activating the image that is already pending is a
+    /// no-op. Refused (nothing written) while the running image is on trial, when no uploaded
+    /// image with this hash waits, or when a switch is already pending.
+    pub fn activate(&mut self, digest: &[u8; 32]) -> Result<ImageId, UpdateError> {
+        let mut state = self.current()?;
+        let target = self.running.other();
+        if matches!(state.bank(self.running), BankState::Pending { .. }) {
+            return Err(UpdateError::TrialInProgress);
+        }
+        let waiting = match *state.bank(target) {
+            BankState::Pending { image, .. }
+                if image.digest == *digest && state.preferred == target =>
+            {
+                return Ok(image);
+            }
+            BankState::Receiving(r) if r.kind == ReceivingKind::Verified => r.image,
+            _ => return Err(UpdateError::NoSuchUpload),
+        };
+        if waiting.digest != *digest {
+            return Err(UpdateError::NoSuchUpload);
+        }
+        if state.preferred != self.running {
+            return Err(UpdateError::SwitchPending);
+        }
+        let params = self
+            .config
+            .verify_params(target, state.min_security_counter);
+        let verdict = match verify_image_with(&mut self.flash, &params, &mut self.sha) {
+            Ok(img) if img.digest == waiting.digest && img.total_len == waiting.size => Ok(img),
+            Ok(_) => Err(UpdateError::DigestMismatch),
+            Err(e) => Err(e.into()),
+        };
+        let image = self.verdict(None, target, &mut state, verdict)?;
+        let id = ImageId::of(&image);
+        *state.bank_mut(target) = BankState::Pending {
+            image: id,
+            attempts_left: self.config.attempts.get(),
+        };
+        state.preferred = target;
+        self.store.write(&mut self.flash, &state)?;
+        Ok(id)
+    }
+
+    /// Erases the other bank (SMP `image erase`): records it empty first (so nothing trusts its
+    /// bytes any more), then erases every sector of it that does not read erased. This gives up
+    /// a confirmed fallback. Refused (nothing written) while the running image is on trial (the
+    /// other bank is its fallback) or a switch is pending.
+    pub fn erase_other(&mut self) -> Result<(), UpdateError> {
+        self.upload = None;
+        let mut state = self.ready_to_install()?;
+        let target = self.running.other();
+        if *state.bank(target) != BankState::Empty {
+            *state.bank_mut(target) = BankState::Empty;
+            self.store.write(&mut self.flash, &state)?;
+        }
+        let region = self.config.layout.bank(target);
+        let erase = self.config.layout.erase_size();
+        let mut at = region.offset.0;
+        while at - region.offset.0 < region.size.0 {
+            if !is_erased(&mut self.flash, at, erase).map_err(UpdateError::Flash)? {
+                self.flash.erase(at, at + erase).map_err(Self::flash_err)?;
+            }
+            at += erase;
+        }
+        Ok(())
+    }
+
+    /// The end of an upload of `kind`: programs the last partial unit (padded with 0xff) and
+    /// checks that the state still records this upload. The upload is over either way.
+    fn complete(&mut self, kind: ReceivingKind) -> Result<(Upload, BootState), UpdateError> {
         let mut up = self.upload.ok_or(UpdateError::NoUpload)?;
         let total = up.image.size;
+        if up.kind != kind {
+            return Err(UpdateError::NoUpload);
+        }
         if up.next < total || up.erasing() {
             return Err(UpdateError::Incomplete {
                 received: up.next,
@@ -670,41 +994,39 @@ impl<'a, F: NorFlash, H: Sha256Engine> Updater<'a, F, H> {
             up.partial_len = 0;
             self.upload = Some(up);
         }
-        let mut state = self.current()?;
+        let state = self.current()?;
         let receiving = matches!(state.bank(up.bank),
-            BankState::Receiving(r) if r.image == up.image);
+            BankState::Receiving(r) if r.image == up.image && r.kind == up.kind);
+        self.upload = None;
         if !receiving {
             // The state changed behind this upload (another updater instance): start again.
-            self.upload = None;
             return Err(UpdateError::NoUpload);
         }
-        let params = self
-            .config
-            .verify_params(up.bank, state.min_security_counter);
-        let verdict = match verify_image_with(&mut self.flash, &params, &mut self.sha) {
-            Ok(img) if img.digest == up.image.digest && img.total_len == total => Ok(img),
-            Ok(_) => Err(UpdateError::DigestMismatch),
-            Err(e) => Err(e.into()),
-        };
-        self.upload = None;
-        let image = match verdict {
-            Ok(img) => img,
-            Err(e) => {
-                // Best effort: if this record fails, the next `begin` resumes, and `finish` fails
-                // again on the same bytes and tries again.
-                *state.bank_mut(up.bank) = BankState::Empty;
-                let _ = self.store.write(&mut self.flash, &state);
-                return Err(e);
-            }
-        };
-        let id = ImageId::of(&image);
-        *state.bank_mut(up.bank) = BankState::Pending {
-            image: id,
-            attempts_left: self.config.attempts.get(),
-        };
-        state.preferred = up.bank;
-        self.store.write(&mut self.flash, &state)?;
-        Ok(id)
+        Ok((up, state))
+    }
+
+    /// Acts on the verification of the image in `bank`: on failure records the bank empty (so
+    /// the next upload starts afresh instead of resuming over bad bytes) and returns the error.
+    /// A read error is no verdict on the image (issue 16's walk: a glitch threw a complete upload
+    /// away): nothing is recorded and `upload`, the upload just completed, is kept so that the
+    /// caller can finish again.
+    fn verdict<T>(
+        &mut self,
+        upload: Option<&Upload>,
+        bank: Bank,
+        state: &mut BootState,
+        verdict: Result<T, UpdateError>,
+    ) -> Result<T, UpdateError> {
+        if let Err(UpdateError::Flash(k)) = verdict {
+            self.upload = upload.copied();
+            return Err(UpdateError::Flash(k));
+        }
+        verdict.inspect_err(|_| {
+            // Best effort: if this record fails, the next `begin` resumes, and `finish` fails
+            // again on the same bytes and tries again.
+            *state.bank_mut(bank) = BankState::Empty;
+            let _ = self.store.write(&mut self.flash, state);
+        })
     }
 
     /// After the health check passed: the running trial image becomes confirmed and the minimum
@@ -759,9 +1081,10 @@ impl<'a, F: NorFlash, H: Sha256Engine> Updater<'a, F, H> {
         Ok(target)
     }
 
-    /// Cancels what the other bank was given: an update activated by `finish` but not booted yet
-    /// (pending, preferred: recorded rejected, and the running image stays preferred), or an
-    /// upload in progress (recorded empty). One record; refused with `NothingToCancel` otherwise.
+    /// Cancels what the other bank was given: an update activated by `finish` (or `activate`)
+    /// but not booted yet (pending, preferred: recorded rejected, and the running image stays
+    /// preferred), or an upload in progress or waiting to be activated (recorded empty). One
+    /// record; refused with `NothingToCancel` otherwise.
     pub fn cancel(&mut self) -> Result<(), UpdateError> {
         let mut state = self.current()?;
         let other = self.running.other();

@@ -9,11 +9,13 @@
 //! - [`world`]: layout, key and signed images of one geometry;
 //! - [`scenario`]: the scenarios, recovery and invariants;
 //! - [`harness`]: the exploration of cut points;
-//! - [`wear`]: the erase figures.
+//! - [`wear`]: the erase figures;
+//! - [`walk`]: the randomized device-life walk against a reference model (issue 16).
 
 pub mod flash;
 pub mod harness;
 pub mod scenario;
+pub mod walk;
 pub mod wear;
 pub mod world;
 

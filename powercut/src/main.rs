@@ -15,6 +15,7 @@
 //! --compare            also run with model (a) only and count the failing cut points only the
 //!                      in-operation models reveal
 //! -v                   progress per scenario (and a trace when replaying)
+//! walk [ARGS]          the randomized device-life walk (see `twinbank_powercut::walk`)
 //! ```
 
 use std::process::ExitCode;
@@ -35,6 +36,9 @@ fn usage(msg: &str) -> ExitCode {
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("walk") {
+        return twinbank_powercut::walk::main(&args[1..]);
+    }
     let mut opts = Options::default();
     let mut cuts: Vec<(u64, String, u64)> = Vec::new();
     let mut wear_figures = true;

@@ -3,8 +3,9 @@
 
 use crate::flash::DevFlash;
 use crate::world::{Img, ImgName, World, CHUNK, FACTORY_CHUNK};
+use twinbank::state::ReceivingKind;
 use twinbank::state::StateStore;
-use twinbank::update::Updater;
+use twinbank::update::{StreamStart, Updater};
 use twinbank::{Bank, BankState, BootDecision, BootError, BootReason, BootState};
 
 /// Operator rollbacks in the compaction scenario (odd: the preferred bank flips).
@@ -36,14 +37,19 @@ pub enum Sc {
     PaddedInstall = 10,
     /// 11: install of a rebuild whose header equals the rejected image's still in the bank.
     Rebuild = 11,
-    /// 12: a delta install (issue 14): a patch from the running image applied into the other
+    /// 12: a streamed (SMP) upload: header checks, erase, chunks, full verification at the end;
+    /// the image ends uploaded and verified, not active.
+    StreamedInstall = 12,
+    /// 13: activation of an uploaded, verified image (SMP `image test`): pending, preferred.
+    Activate = 13,
+    /// 14: a delta install (issue 14): a patch from the running image applied into the other
     /// bank; after a cut the patch is applied again from its start.
-    DeltaInstall = 12,
+    DeltaInstall = 14,
 }
 
 impl Sc {
     /// All scenarios.
-    pub const ALL: [Sc; 12] = [
+    pub const ALL: [Sc; 14] = [
         Sc::Provision,
         Sc::Install,
         Sc::Trial,
@@ -55,6 +61,8 @@ impl Sc {
         Sc::Decision,
         Sc::PaddedInstall,
         Sc::Rebuild,
+        Sc::StreamedInstall,
+        Sc::Activate,
         Sc::DeltaInstall,
     ];
 
@@ -77,6 +85,8 @@ impl Sc {
             Sc::Decision => "boot decision",
             Sc::PaddedInstall => "install 0xff run",
             Sc::Rebuild => "install rebuild",
+            Sc::StreamedInstall => "streamed install",
+            Sc::Activate => "activate (test)",
             Sc::DeltaInstall => "delta install",
         }
     }
@@ -285,6 +295,55 @@ fn install_step<const W: usize, const E: usize>(
     }
 }
 
+/// An SMP client streams `img` to a device running `running`: the first chunk (header) with the
+/// file's length and SHA-256 (a resume answers where to go on), chunks, and the full
+/// verification when the last byte arrived. The image ends uploaded and verified, not active.
+pub fn upload_streamed<const W: usize, const E: usize>(
+    w: &World<W, E>,
+    flash: &mut DevFlash<W, E>,
+    running: Bank,
+    img: &Img,
+) -> Result<(), Stop> {
+    let r = (|| {
+        let mut up = Updater::new(&mut *flash, w.config(), running).map_err(|e| ("open", e))?;
+        let total = img.bytes.len();
+        let mut header = [0u8; twinbank::image::HEADER_SIZE];
+        header.copy_from_slice(&img.bytes[..twinbank::image::HEADER_SIZE]);
+        let start = StreamStart {
+            header,
+            len: total as u32,
+            sha: img.file_sha,
+            upgrade_only: false,
+        };
+        up.begin_streamed(&start).map_err(|e| ("begin", e))?;
+        // As SMP does: the first chunk always goes out from 0; bytes already there compare.
+        let first = CHUNK.min(total);
+        let mut next = up.write(0, &img.bytes[..first]).map_err(|e| ("write", e))? as usize;
+        while next < total {
+            let end = (next + CHUNK).min(total);
+            next = up
+                .write(next as u32, &img.bytes[next..end])
+                .map_err(|e| ("write", e))? as usize;
+        }
+        up.finish_streamed().map_err(|e| ("finish", e))?;
+        Ok(())
+    })();
+    match r {
+        Ok(()) => ok_after(flash, "streamed upload"),
+        Err((what, e)) => Err(dev_err(
+            flash,
+            &format!("streamed upload of {}: {what}", img.name),
+            e,
+        )),
+    }
+}
+
+/// True when `bank` holds `img` uploaded and verified, waiting for activation.
+fn uploaded(state: &BootState, bank: Bank, img: &Img) -> bool {
+    matches!(state.bank(bank), BankState::Receiving(r)
+        if r.kind == ReceivingKind::Verified && r.image == img.id)
+}
+
 fn updater_call<const W: usize, const E: usize, T>(
     w: &World<W, E>,
     flash: &mut DevFlash<W, E>,
@@ -310,7 +369,8 @@ fn setup<const W: usize, const E: usize>(w: &World<W, E>, sc: Sc) -> Result<DevF
         twinbank::decide(f, &w.config()).map_err(|e| Stop::Fail(format!("setup boot: {e}")))
     };
     match sc {
-        Sc::Install | Sc::PaddedInstall | Sc::DeltaInstall => {}
+        Sc::Install | Sc::PaddedInstall | Sc::StreamedInstall | Sc::DeltaInstall => {}
+        Sc::Activate => upload_streamed(w, &mut f, Bank::A, w.img(ImgName::U1))?,
         Sc::Decision => {
             upload(w, &mut f, Bank::A, w.img(ImgName::U1))?;
             for _ in 0..w.attempts() {
@@ -390,6 +450,21 @@ impl<'w, const W: usize, const E: usize> Case<'w, W, E> {
                     image: u1,
                     attempts_left: w.attempts() - 1,
                 };
+                (vec![ImgName::F, ImgName::U1], None)
+            }
+            Sc::StreamedInstall => {
+                let erase = w.layout.erase_size();
+                *expected.bank_mut(Bank::B) = BankState::Receiving(twinbank::state::Receiving {
+                    image: u1,
+                    from_sector: u1.size.div_ceil(erase) as u16,
+                    erased: true,
+                    kind: ReceivingKind::Verified,
+                });
+                (vec![ImgName::F], Some(Bank::B))
+            }
+            Sc::Activate => {
+                *expected.bank_mut(Bank::B) = pending(u1);
+                expected.preferred = Bank::B;
                 (vec![ImgName::F, ImgName::U1], None)
             }
             Sc::Confirm => {
@@ -589,6 +664,11 @@ impl<'w, const W: usize, const E: usize> Case<'w, W, E> {
                     install_step(w, flash, self.sc, running, w.img(img))
                 }
                 Sc::Trial | Sc::Decision => self.boot(flash).map(|_| ()),
+                Sc::StreamedInstall => upload_streamed(w, flash, Bank::A, w.img(ImgName::U1)),
+                Sc::Activate => {
+                    let digest = w.img(ImgName::U1).id.digest;
+                    updater_call(w, flash, Bank::A, "activate", |u| u.activate(&digest)).map(|_| ())
+                }
                 Sc::Confirm => updater_call(w, flash, Bank::B, "confirm", |u| u.confirm()),
                 Sc::Reject => updater_call(w, flash, Bank::B, "reject", |u| u.reject()),
                 Sc::Rollback => {
@@ -642,6 +722,22 @@ impl<'w, const W: usize, const E: usize> Case<'w, W, E> {
                 );
                 if d.bank == running && !done {
                     install_step(w, flash, self.sc, running, img)?;
+                }
+                Ok(())
+            }
+            Sc::StreamedInstall => {
+                let img = w.img(ImgName::U1);
+                if d.bank == Bank::A && !uploaded(&state, Bank::B, img) {
+                    upload_streamed(w, flash, Bank::A, img)?;
+                }
+                Ok(())
+            }
+            Sc::Activate => {
+                let img = w.img(ImgName::U1);
+                if d.bank == Bank::A && uploaded(&state, Bank::B, img) {
+                    updater_call(w, flash, Bank::A, "activate", |u| {
+                        u.activate(&img.id.digest)
+                    })?;
                 }
                 Ok(())
             }
@@ -727,6 +823,13 @@ impl<'w, const W: usize, const E: usize> Case<'w, W, E> {
             }
             Sc::Reject | Sc::Decision => *s == self.expected,
             Sc::Rollback => *s == self.expected,
+            Sc::StreamedInstall => *s == self.expected,
+            Sc::Activate => {
+                s.bank(Bank::A) == &BankState::Confirmed(f)
+                    && s.min_security_counter == 1
+                    && s.preferred == Bank::B
+                    && matches!(s.bank(Bank::B), BankState::Pending { image, .. } if *image == u1)
+            }
             Sc::Compaction => both_ok(s),
         }
     }

@@ -35,6 +35,8 @@ pub struct Img {
     pub id: ImageId,
     /// Its manifest (what `Updater::begin` takes).
     pub manifest: Manifest,
+    /// SHA-256 of the whole file (what a streamed upload announces).
+    pub file_sha: [u8; 32],
 }
 
 /// The images of a world.
@@ -117,11 +119,15 @@ impl<const W: usize, const E: usize> World<W, E> {
                 let bytes = builder.sign(&payload, &key).expect("sign test image");
                 let manifest =
                     Manifest::read(&mut SliceFlash(&bytes), bytes.len() as u32).expect("manifest");
+                let file_sha =
+                    twinbank::image::hash_range(&mut SliceFlash(&bytes), 0, bytes.len() as u32)
+                        .expect("hash");
                 Img {
                     name,
                     bank,
                     id: manifest.image_id(),
                     manifest,
+                    file_sha,
                     bytes,
                 }
             };

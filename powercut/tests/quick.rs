@@ -32,3 +32,9 @@ fn quick_matrix_issue_scenarios() {
 fn quick_matrix_updater_edge_cases_and_delta() {
     quick(&[Sc::PaddedInstall, Sc::Rebuild, Sc::DeltaInstall]);
 }
+
+/// Scenarios 12 and 13: a streamed (SMP) upload, and the activation of the uploaded image.
+#[test]
+fn quick_matrix_streamed_upload_and_activation() {
+    quick(&[Sc::StreamedInstall, Sc::Activate]);
+}

@@ -25,11 +25,18 @@ fn factory_device_boots_v1_and_keeps_booting_it_after_resets() {
             "app: reset 2 of 2",
         ],
     );
-    // Power cycles.
+    // Power cycles. The board's flash driver counts every erase and write of the run (shim and
+    // app): a normal boot of a confirmed image performs none (issue 12).
     for _ in 0..2 {
         let o = dev.run(&["halt"]);
         expect_exit_ok(&o);
         assert_eq!(o.boot_lines(), vec!["twinbank: boot A 1.0.0+0 normal"]);
+        assert!(
+            o.output
+                .contains("app: flash stats ops=0 erases=0 writes=0 bytes=0"),
+            "a normal boot writes nothing:\n{}",
+            o.output
+        );
     }
     // A normal boot writes nothing: still the factory record.
     let s = dev.state();

@@ -537,33 +537,41 @@ pub fn qemu_cmd(flash: Option<PathBuf>, shim: Option<PathBuf>, tcp: bool) -> Res
     }
 }
 
-/// `cargo xtask firmware [--measure]`: builds the demo firmware; `--measure` also takes the
-/// figures of BENCHMARKS.md ("## QEMU").
-pub fn firmware_cmd(measure: bool) -> Result<(), String> {
-    let demo = Demo::new()?;
-    demo.prepare(false)?;
-    firmware::build_all()?;
-    println!("test firmware {}", firmware::test_build().out_dir.display());
-    if measure {
-        self::measure(&demo)?;
-    }
-    Ok(())
+/// What `cargo xtask firmware --measure` measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Measure {
+    /// Everything below.
+    All,
+    /// The shim: size per crate, boot instructions (64 KiB and 256 KiB, normal and trial), cost
+    /// per image byte and fixed cost against the board's budget, peak stack.
+    Boot,
+    /// The flash work of one update and the serial upload.
+    Update,
 }
 
-fn section_sizes(elf: &Path) -> Result<(u64, u64, u64), String> {
-    use object::{Object, ObjectSection};
-    let data = std::fs::read(elf).map_err(|e| e.to_string())?;
-    let file = object::File::parse(&*data).map_err(|e| e.to_string())?;
-    let (mut text, mut data_s, mut bss) = (0, 0, 0);
-    for s in file.sections() {
-        match s.name().unwrap_or("") {
-            ".vector_table" | ".text" | ".rodata" => text += s.size(),
-            ".data" => data_s += s.size(),
-            ".bss" | ".uninit" => bss += s.size(),
-            _ => {}
+/// Boot cost budget of the demo board (issue 12): instructions per image byte…
+const BOOT_BUDGET_PER_BYTE: f64 = 55.0;
+/// …and instructions independent of the image size.
+const BOOT_BUDGET_FIXED: f64 = 2_000_000.0;
+
+/// `cargo xtask firmware [--measure [WHAT]]`: builds the demo firmware; `--measure` also takes
+/// the figures of BENCHMARKS.md ("## QEMU").
+pub fn firmware_cmd(measure: Option<Measure>) -> Result<(), String> {
+    let demo = Demo::new()?;
+    demo.prepare(false)?;
+    if measure != Some(Measure::Boot) {
+        firmware::build_all()?;
+        println!("test firmware {}", firmware::test_build().out_dir.display());
+    }
+    match measure {
+        None => Ok(()),
+        Some(Measure::Boot) => measure_boot(&demo),
+        Some(Measure::Update) => measure_update(&demo),
+        Some(Measure::All) => {
+            measure_boot(&demo)?;
+            measure_update(&demo)
         }
     }
-    Ok((text, data_s, bss))
 }
 
 fn parse_kv(line: &str, key: &str) -> Option<u64> {
@@ -650,61 +658,148 @@ fn measure_serial(
     Ok((rows, ram))
 }
 
-fn measure(demo: &Demo) -> Result<(), String> {
+/// One boot of the measuring shim: its bench line's figures.
+#[derive(Debug, Clone, Copy)]
+struct BootRun {
+    image_len: usize,
+    kind: &'static str,
+    instructions: u64,
+    stack: u64,
+    flash_ops: u64,
+}
+
+/// Boots the measuring shim (`shim-bench`) on a flash holding `image` in bank A with `state`.
+fn bench_boot(
+    demo: &Demo,
+    work: &Path,
+    image: &[u8],
+    kind: &'static str,
+    state: &twinbank::BootState,
+) -> Result<BootRun, String> {
+    let layout = demo.board.layout().map_err(|e| e.to_string())?;
+    let mut flash = FlashImage::blank(layout, demo.board.flash.size);
+    flash
+        .place_in_bank(Bank::A, image)
+        .map_err(|e| e.to_string())?;
+    flash.place_state(state).map_err(|e| e.to_string())?;
+    let path = work.join("flash.bin");
+    qemu::write_flash(&path, flash.bytes())?;
+    let mut run = Run::new(
+        &demo.build.elf("shim-bench"),
+        &path,
+        Duration::from_secs(120),
+    );
+    run.icount = true;
+    run.args.push("halt".into());
+    let o = run.run()?;
+    let line = o
+        .output
+        .lines()
+        .find(|l| l.starts_with("twinbank: bench"))
+        .ok_or_else(|| format!("no bench line:\n{}{}", o.output, o.stderr))?
+        .to_string();
+    let get = |k: &str| parse_kv(&line, k).ok_or_else(|| format!("no {k} in: {line}"));
+    Ok(BootRun {
+        image_len: image.len(),
+        kind,
+        instructions: get("instructions")?,
+        stack: get("stack")?,
+        flash_ops: get("flash_ops")?,
+    })
+}
+
+/// The shim's size per crate, boot instructions for 64 KiB and 256 KiB payloads (normal and
+/// trial), the cost per image byte and the fixed cost (checked against the board's budget), the
+/// peak stack, and the flash operations of each boot (a normal boot performs none).
+fn measure_boot(demo: &Demo) -> Result<(), String> {
     demo.build.build(&[Variant::shim(true)])?;
-    let (text, data, bss) = section_sizes(&demo.shim())?;
+    let sizes = crate::size::measure(&demo.shim())?;
     let keys = [firmware::trusted_key(&demo.key)?];
     let work = demo.dir.join("measure");
     std::fs::create_dir_all(&work).map_err(|e| e.to_string())?;
-    let mut stack = 0;
     let mut rows = Vec::new();
+    for size in [64 * 1024usize, 256 * 1024] {
+        let (a, _) = padded_pair(demo, size)?;
+        let id = firmware::image_id(&demo.board, Bank::A, &a, &keys)?;
+        let normal = twinbank::BootState::factory(Bank::A, id, None);
+        let trial = twinbank::BootState {
+            preferred: Bank::A,
+            min_security_counter: 0,
+            banks: [
+                BankState::Pending {
+                    image: id,
+                    attempts_left: 3,
+                },
+                BankState::Empty,
+            ],
+        };
+        rows.push(bench_boot(demo, &work, &a, "normal", &normal)?);
+        rows.push(bench_boot(demo, &work, &a, "trial", &trial)?);
+    }
+    let stack = rows.iter().map(|r| r.stack).max().unwrap_or(0);
+    println!(
+        "\nShim (release profile `firmware`, LTO; the shim's own code at opt \"z\"), {}:",
+        demo.shim().display()
+    );
+    println!(
+        "| flash (vectors + text + rodata) | RAM static (data + bss) | peak stack | RAM total |"
+    );
+    println!("|---|---|---|---|");
+    println!(
+        "| {} B ({:.1} KiB) | {} B | {stack} B | {} B |",
+        sizes.flash,
+        sizes.flash as f64 / 1024.0,
+        sizes.ram,
+        sizes.ram + stack
+    );
+    crate::size::print("shim", &sizes, None);
+    println!("\nInstructions from reset to the jump into the app (-icount shift=0; SysTick, ±40):");
+    println!("| image size | boot | instructions | flash operations |");
+    println!("|---|---|---|---|");
+    for r in &rows {
+        println!(
+            "| {} B | {} | {} | {} |",
+            r.image_len, r.kind, r.instructions, r.flash_ops
+        );
+    }
+    let normal: Vec<&BootRun> = rows.iter().filter(|r| r.kind == "normal").collect();
+    let (small, large) = (normal[0], normal[1]);
+    let per_byte = (large.instructions - small.instructions) as f64
+        / (large.image_len - small.image_len) as f64;
+    let fixed = small.instructions as f64 - per_byte * small.image_len as f64;
+    println!(
+        "\nNormal boot: {per_byte:.2} instructions per image byte + {:.0} fixed (budget: \
+         {BOOT_BUDGET_PER_BYTE} per byte + {BOOT_BUDGET_FIXED:.0} fixed)",
+        fixed
+    );
+    let mut problems = Vec::new();
+    if per_byte > BOOT_BUDGET_PER_BYTE || fixed > BOOT_BUDGET_FIXED {
+        problems.push("the boot cost exceeds the budget".to_string());
+    }
+    for r in &rows {
+        let expected = if r.kind == "normal" { 0 } else { 1 };
+        if r.flash_ops != expected {
+            problems.push(format!(
+                "a {} boot of {} B performed {} flash operations (expected {expected})",
+                r.kind, r.image_len, r.flash_ops
+            ));
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems.join("; "))
+    }
+}
+
+/// The flash work of one update (install + activate + trial + confirm) and the serial upload.
+fn measure_update(demo: &Demo) -> Result<(), String> {
+    let keys = [firmware::trusted_key(&demo.key)?];
+    let work = demo.dir.join("measure");
+    std::fs::create_dir_all(&work).map_err(|e| e.to_string())?;
     let mut updates = Vec::new();
     for size in [64 * 1024usize, 256 * 1024] {
         let (a, b) = padded_pair(demo, size)?;
-        let id = firmware::image_id(&demo.board, Bank::A, &a, &keys)?;
-        for (kind, state) in [
-            ("normal", twinbank::BootState::factory(Bank::A, id, None)),
-            (
-                "trial",
-                twinbank::BootState {
-                    preferred: Bank::A,
-                    min_security_counter: 0,
-                    banks: [
-                        BankState::Pending {
-                            image: id,
-                            attempts_left: 3,
-                        },
-                        BankState::Empty,
-                    ],
-                },
-            ),
-        ] {
-            let layout = demo.board.layout().map_err(|e| e.to_string())?;
-            let mut flash = FlashImage::blank(layout, demo.board.flash.size);
-            flash
-                .place_in_bank(Bank::A, &a)
-                .map_err(|e| e.to_string())?;
-            flash.place_state(&state).map_err(|e| e.to_string())?;
-            let path = work.join("flash.bin");
-            qemu::write_flash(&path, flash.bytes())?;
-            let mut run = Run::new(
-                &demo.build.elf("shim-bench"),
-                &path,
-                Duration::from_secs(120),
-            );
-            run.icount = true;
-            run.args.push("halt".into());
-            let o = run.run()?;
-            let line = o
-                .output
-                .lines()
-                .find(|l| l.starts_with("twinbank: bench"))
-                .ok_or_else(|| format!("no bench line:\n{}{}", o.output, o.stderr))?
-                .to_string();
-            let n = parse_kv(&line, "instructions").unwrap_or(0);
-            stack = stack.max(parse_kv(&line, "stack").unwrap_or(0));
-            rows.push((a.len(), kind, n));
-        }
         // One update: install + activate + trial + confirm, counted by the board's flash driver.
         let flash = firmware::factory_flash(&demo.board, &a, &keys)?;
         let path = work.join("flash.bin");
@@ -729,26 +824,6 @@ fn measure(demo: &Demo) -> Result<(), String> {
         ));
     }
     let serial_rows = measure_serial(demo, &keys, &work)?;
-    println!(
-        "\nShim (release profile `firmware`: opt s, LTO), {}:",
-        demo.shim().display()
-    );
-    println!(
-        "| flash (text + rodata + vectors) | RAM static (data + bss) | peak stack | RAM total |"
-    );
-    println!("|---|---|---|---|");
-    println!(
-        "| {text} B ({:.1} KiB) | {} B | {stack} B | {} B |",
-        text as f64 / 1024.0,
-        data + bss,
-        data + bss + stack
-    );
-    println!("\nInstructions from reset to the jump into the app (-icount shift=0; SysTick, ±40):");
-    println!("| image size | boot | instructions |");
-    println!("|---|---|---|");
-    for (size, kind, n) in &rows {
-        println!("| {size} B | {kind} | {n} |");
-    }
     println!("\nSerial upload over the UART (`twinbank serial --tcp … upload --json`, no resume):");
     println!("| image | bytes on the wire (host → device) | payload / wire | seconds | KiB/s |");
     println!("|---|---|---|---|---|");

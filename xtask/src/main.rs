@@ -3,8 +3,10 @@
 
 mod delta_bench;
 mod demo;
+mod fuzz;
 mod size;
 mod test;
+mod walk;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -61,10 +63,30 @@ enum Cmd {
     },
     /// Builds the demo firmware (target/demo/firmware/) and the QEMU tests' firmware
     /// (target/qemu-tests/firmware/).
+    #[command(after_help = "Examples:
+  cargo xtask firmware                     # build only
+  cargo xtask firmware --measure           # every figure of BENCHMARKS.md (QEMU)
+  cargo xtask firmware --measure boot      # the shim's size and boot cost only")]
     Firmware {
-        /// Also take the figures of BENCHMARKS.md ("QEMU").
-        #[arg(long)]
-        measure: bool,
+        /// Also take the figures of BENCHMARKS.md ("QEMU"): all of them, or only the shim's
+        /// (`boot`: size, boot instructions, cost per byte against the budget, stack, flash
+        /// operations) or only the update's (`update`: flash work, serial upload).
+        #[arg(long, value_name = "WHAT", num_args = 0..=1, default_missing_value = "all")]
+        measure: Option<demo::Measure>,
+    },
+    /// The randomized device-life walk (issue 16) against a reference model of the state table:
+    /// `[--seconds N] [--lives N] [--seed S] [--steps N] [--geometry W,E]... [-v]`.
+    Walk {
+        /// The walk's own arguments.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Coverage-guided fuzzing of every parser and the protocol server (cargo-fuzz, stable):
+    /// `[--seconds N] [--smoke] [--seeds] [--asan] [TARGET...]` (see fuzz/README.md).
+    Fuzz {
+        /// The fuzz command's own arguments.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
     },
     /// The figures of BENCHMARKS.md "Delta updates": patch sizes of three firmware pairs
     /// against bsdiff4 and detools (installed into target/delta-bench-venv), the device's apply
@@ -110,6 +132,8 @@ fn main() {
         Cmd::Firmware { measure } => demo::firmware_cmd(measure),
         Cmd::Size { elf, symbols } => size::size_cmd(elf, symbols),
         Cmd::DeltaBench => delta_bench::run(),
+        Cmd::Fuzz { args } => fuzz::fuzz(&args),
+        Cmd::Walk { args } => walk::walk(&args),
     };
     if let Err(e) = result {
         eprintln!("xtask: error: {e}");

@@ -390,6 +390,8 @@ impl Running {
         }));
         drop(log);
         let mut from_pty = master;
+        let to_device = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let count = to_device.clone();
         std::thread::spawn(move || {
             use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
             use std::os::fd::AsFd;
@@ -401,6 +403,7 @@ impl Running {
                         if uart.write_all(&buf[..n]).is_err() {
                             return;
                         }
+                        count.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
                     }
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                         let mut fds = [PollFd::new(from_pty.as_fd(), PollFlags::POLLIN)];
@@ -414,6 +417,7 @@ impl Running {
         Ok(PtyRelay {
             path: path.display().to_string(),
             _slave: slave,
+            to_device,
         })
     }
 
@@ -523,14 +527,24 @@ pub struct PtyRelay {
     /// `/dev/pts/N`.
     pub path: String,
     _slave: std::os::fd::OwnedFd,
+    to_device: Arc<std::sync::atomic::AtomicU64>,
+}
+
+#[cfg(unix)]
+impl PtyRelay {
+    /// Bytes the host side wrote to the device so far (for wire-efficiency figures).
+    pub fn bytes_to_device(&self) -> u64 {
+        self.to_device.load(std::sync::atomic::Ordering::Relaxed)
+    }
 }
 
 /// The device's text lines in a UART capture: protocol frames (the bytes between two 0x00
-/// delimiters that decode as a response) are left out, the rest is text.
+/// delimiters that decode as a response) and SMP console lines are left out, the rest is text.
 /// The last segment (no delimiter yet) counts up to its last newline, when that part is
 /// printable text (it may be the start of a frame still arriving).
 pub fn device_text(bytes: &[u8]) -> String {
     let mut out = String::new();
+    let bytes = &without_smp_lines(bytes)[..];
     let segs: Vec<&[u8]> = bytes.split(|&b| b == 0).collect();
     for (i, seg) in segs.iter().enumerate() {
         let seg = if i + 1 == segs.len() {
@@ -547,6 +561,24 @@ pub fn device_text(bytes: &[u8]) -> String {
             continue;
         }
         out.push_str(&String::from_utf8_lossy(seg));
+    }
+    out
+}
+
+/// True for the bytes of an SMP console line before its newline: a line marker, then base64.
+fn is_smp_line(seg: &[u8]) -> bool {
+    matches!(seg, [0x06, 0x09, rest @ ..] | [0x04, 0x14, rest @ ..]
+        if rest.iter().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=')))
+}
+
+/// `bytes` without the SMP console lines in it (they are responses, not text).
+fn without_smp_lines(bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes.len());
+    for line in bytes.split_inclusive(|&b| b == b'\n') {
+        let body = line.strip_suffix(b"\n").unwrap_or(line);
+        if !(line.ends_with(b"\n") && is_smp_line(body)) {
+            out.extend_from_slice(line);
+        }
     }
     out
 }
@@ -586,6 +618,8 @@ impl TextLines {
                     line(&l);
                     self.seg.clear();
                 }
+                // An SMP console line (0x06 0x09 / 0x04 0x14 + base64): not text.
+                b'\n' if is_smp_line(&self.seg) => self.seg.clear(),
                 _ => {
                     if self.seg.len() < 4096 {
                         self.seg.push(b);

@@ -3,7 +3,7 @@
 //! Fails when the flash exceeds the budget the board description declares
 //! (`[bootloader] flash_budget` in twinbank.toml), so every change's cost is visible in CI.
 
-use object::{Object, ObjectSection, ObjectSymbol, SectionKind};
+use object::{Object, ObjectSection, ObjectSymbol};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use twinbank::board::BoardDescription;
@@ -61,7 +61,11 @@ pub fn measure(elf: &Path) -> Result<Sizes, String> {
     }
     let mut per: BTreeMap<String, u64> = BTreeMap::new();
     let mut attributed = 0u64;
-    for sym in file.symbols() {
+    // Aliases (several names for one routine, e.g. `memcpy` and `__aeabi_memcpy4`) count once.
+    let mut seen = std::collections::BTreeSet::new();
+    let mut symbols: Vec<_> = file.symbols().collect();
+    symbols.sort_by_key(|s| (s.address(), s.name().unwrap_or("").to_string()));
+    for sym in symbols {
         let Some(idx) = sym.section_index() else {
             continue;
         };
@@ -72,6 +76,9 @@ pub fn measure(elf: &Path) -> Result<Sizes, String> {
             sym.kind(),
             object::SymbolKind::Section | object::SymbolKind::File
         ) {
+            continue;
+        }
+        if !seen.insert(sym.address()) {
             continue;
         }
         let name = sym.name().unwrap_or("");
@@ -86,7 +93,6 @@ pub fn measure(elf: &Path) -> Result<Sizes, String> {
             .per_symbol
             .push((format!("{:#}", rustc_demangle::demangle(name)), sym.size()));
     }
-    let _ = SectionKind::Text;
     let in_sections: u64 = flash_sections.iter().map(|(_, s)| s).sum();
     if in_sections > attributed {
         per.insert(

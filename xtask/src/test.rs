@@ -1,10 +1,14 @@
 //! `cargo xtask test`: every test in the workspace, in one command.
 //!
-//! 1. prerequisites: thumbv7m target, qemu-system-arm, imgtool (see tools.rs);
+//! 1. prerequisites: thumbv7m target, qemu-system-arm, imgtool, smpmgr (see tools.rs; the
+//!    other SMP client, mcumgr-toolkit, is a crate the QEMU tests depend on);
 //! 2. the device crate builds for thumbv7m-none-eabi without std and without alloc;
-//! 3. the firmware (shim + demo app variants) is built for the QEMU tests;
+//! 3. the firmware (shim + demo app variants) is built for the QEMU tests, and the shim's flash
+//!    is checked against the board's budget (`cargo xtask size`);
 //! 4. `cargo test --workspace` (device, host tool, power-cut harness, QEMU end-to-end tests);
-//! 5. the reduced power-cut matrix (`cargo xtask powercut --quick`).
+//! 5. the reduced power-cut matrix (`cargo xtask powercut --quick`);
+//! 6. a short device-life walk with fixed seeds (`cargo xtask walk`, [`crate::walk::CI_WALK`]);
+//! 7. a fuzz smoke run of every fuzz target (`cargo xtask fuzz --smoke`; installs cargo-fuzz).
 
 use std::process::Command;
 use xtask::tools::{self, root, run, THUMB};
@@ -20,8 +24,10 @@ pub fn run_all() -> Result<(), String> {
     tools::ensure_thumb_target()?;
     tools::ensure_qemu()?;
     let imgtool = tools::ensure_imgtool()?;
+    crate::fuzz::ensure_cargo_fuzz()?;
+    let smpmgr = tools::ensure_smpmgr()?;
 
-    eprintln!("xtask: [1/4] twinbank builds for {THUMB} (no_std, no alloc)");
+    eprintln!("xtask: [1/5] twinbank builds for {THUMB} (no_std, no alloc)");
     run(cargo().args([
         "build",
         "-p",
@@ -32,10 +38,14 @@ pub fn run_all() -> Result<(), String> {
         "firmware",
     ]))?;
 
-    eprintln!("xtask: [2/4] firmware for the QEMU tests");
+    eprintln!(
+        "xtask: [2/5] firmware for the QEMU tests; the shim's size against the board's budget"
+    );
     xtask::firmware::build_all()?;
+    // Fails when the shim's flash exceeds `[bootloader] flash_budget` of twinbank.toml.
+    crate::size::size_cmd(None, None)?;
 
-    eprintln!("xtask: [3/4] cargo test --workspace");
+    eprintln!("xtask: [3/5] cargo test --workspace");
     run(cargo()
         .args([
             "test",
@@ -47,10 +57,20 @@ pub fn run_all() -> Result<(), String> {
             "--exclude",
             "twinbank-demo-app",
         ])
-        .env("TWINBANK_IMGTOOL", &imgtool))?;
+        .env("TWINBANK_IMGTOOL", &imgtool)
+        .env("TWINBANK_SMPMGR", &smpmgr))?;
 
-    eprintln!("xtask: [4/4] power-cut matrix (reduced)");
+    eprintln!("xtask: [4/5] power-cut matrix (reduced)");
     crate::powercut(&["--quick".to_string()])?;
+
+    eprintln!("xtask: [5/5] device-life walk (short, fixed seeds)");
+    crate::walk::walk(&crate::walk::CI_WALK.map(String::from))?;
+
+    eprintln!(
+        "xtask: fuzz smoke (every fuzz target, {} s each)",
+        crate::fuzz::SMOKE_SECONDS
+    );
+    crate::fuzz::smoke()?;
     eprintln!("xtask: all tests passed");
     Ok(())
 }

@@ -125,3 +125,46 @@ pub fn ensure_imgtool() -> Result<String, String> {
         Err(format!("imgtool was installed but does not run\n  {how}"))
     }
 }
+
+/// The `smpmgr` version the SMP tests are pinned to (PyPI; its smpclient is pinned by it).
+pub const SMPMGR_VERSION: &str = "0.19.1";
+
+/// Path of an `smpmgr` (the SMP client from PyPI) that works: $TWINBANK_SMPMGR, or one
+/// installed into target/smpmgr-venv (created here with python3 -m venv + pip, pinned).
+pub fn ensure_smpmgr() -> Result<String, String> {
+    if let Ok(p) = std::env::var("TWINBANK_SMPMGR") {
+        if works(Command::new(&p).arg("--version")) {
+            return Ok(p);
+        }
+        return Err(format!("TWINBANK_SMPMGR={p} does not run"));
+    }
+    let venv = root().join("target/smpmgr-venv");
+    let exe = venv.join("bin/smpmgr");
+    let pinned = Command::new(&exe).arg("--version").output().is_ok_and(|o| {
+        o.status.success() && String::from_utf8_lossy(&o.stdout).trim() == SMPMGR_VERSION
+    });
+    if pinned {
+        return Ok(exe.to_string_lossy().into_owned());
+    }
+    eprintln!(
+        "xtask: smpmgr {SMPMGR_VERSION} (SMP client, for the SMP tests) is missing; installing it into {}",
+        venv.display()
+    );
+    let how = format!(
+        "the SMP tests need smpmgr: `python3 -m venv target/smpmgr-venv && \
+         target/smpmgr-venv/bin/pip install smpmgr=={SMPMGR_VERSION}` (needs python3-venv and PyPI)"
+    );
+    run(Command::new("python3").arg("-m").arg("venv").arg(&venv))
+        .map_err(|e| format!("{e}\n  {how}"))?;
+    run(Command::new(venv.join("bin/pip")).args([
+        "install",
+        "--quiet",
+        &format!("smpmgr=={SMPMGR_VERSION}"),
+    ]))
+    .map_err(|e| format!("{e}\n  {how}"))?;
+    if works(Command::new(&exe).arg("--version")) {
+        Ok(exe.to_string_lossy().into_owned())
+    } else {
+        Err(format!("smpmgr was installed but does not run\n  {how}"))
+    }
+}

@@ -26,11 +26,12 @@ pub use header::{
     FLAG_NON_BOOTABLE, FLAG_PIC, FLAG_RAM_LOAD, FLAG_ROM_FIXED, HEADER_SIZE, IMAGE_MAGIC,
 };
 pub use manifest::{Manifest, MAX_ANNOUNCED_TLVS};
-pub use sha256::{Sha256Engine, SoftSha256};
+pub use sha256::{CompactSha256, Sha256Engine, SoftSha256};
 pub use verify::{
-    check_manifest, check_unprotected, check_unprotected_with, hash_range, hash_range_with,
-    read_header, read_protected, verify_image, verify_image_with, KeyName, KeySelector,
-    ProtectedInfo, SignatureCheck, SignatureOutcome, VerifiedImage, VerifyParams, SPKI_LEN,
+    check_header, check_manifest, check_unprotected, check_unprotected_with, hash_range,
+    hash_range_with, read_header, read_protected, verify_image, verify_image_with, KeyName,
+    KeySelector, ProtectedInfo, SignatureCheck, SignatureOutcome, VerifiedImage, VerifyParams,
+    SPKI_LEN,
 };
 
 /// A 16-byte UUID as stored in the vendor/class TLVs (RFC 4122 byte order, as `imgtool` writes).

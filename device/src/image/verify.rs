@@ -15,7 +15,7 @@
 //! refuse. Acceptance needs every step. No trusted key configured: refused (fail closed).
 //!
 //! Stack: a 256-byte read buffer plus `ed25519-dalek`'s `verify_strict`, which dominates the
-//! shim's measured 9 344 B peak (BENCHMARKS.md, docs/design.md).
+//! shim's measured 10 408 B peak (BENCHMARKS.md, docs/design.md).
 
 use super::header::{ImageHeader, FLAGS_ENCRYPTED, FLAG_NON_BOOTABLE, HEADER_SIZE};
 use super::sha256::{Sha256Engine, SoftSha256};
@@ -122,6 +122,22 @@ pub fn check_manifest(
     protected: &ProtectedInfo,
     params: &VerifyParams<'_>,
 ) -> Result<(), ImageError> {
+    check_header(header, params)?;
+    check_id(params.ids.vendor, protected.vendor_id, true)?;
+    check_id(params.ids.class, protected.class_id, false)?;
+    if protected.security_counter < params.min_security_counter {
+        return Err(ImageError::SecurityCounterTooLow {
+            image: protected.security_counter,
+            minimum: params.min_security_counter,
+        });
+    }
+    Ok(())
+}
+
+/// The policy checks that need only the 32-byte header: flags, size, bank binding (the first
+/// part of [`check_manifest`]). A streamed upload, whose TLVs arrive last, runs them on its first
+/// chunk.
+pub fn check_header(header: &ImageHeader, params: &VerifyParams<'_>) -> Result<(), ImageError> {
     if header.flags & FLAGS_ENCRYPTED != 0 {
         return Err(ImageError::Encrypted);
     }
@@ -143,14 +159,6 @@ pub fn check_manifest(
         return Err(ImageError::WrongBank {
             linked_for: header.load_addr,
             bank_address: params.bank_address,
-        });
-    }
-    check_id(params.ids.vendor, protected.vendor_id, true)?;
-    check_id(params.ids.class, protected.class_id, false)?;
-    if protected.security_counter < params.min_security_counter {
-        return Err(ImageError::SecurityCounterTooLow {
-            image: protected.security_counter,
-            minimum: params.min_security_counter,
         });
     }
     Ok(())
@@ -285,7 +293,7 @@ pub fn check_unprotected_with<F: ReadNorFlash, H: Sha256Engine>(
     }
 }
 
-/// SHA-256 of `len` bytes of flash from `offset`, read in [`HASH_CHUNK`] steps.
+/// SHA-256 of `len` bytes of flash from `offset`, read in 256-byte steps.
 pub fn hash_range<F: ReadNorFlash>(
     flash: &mut F,
     offset: u32,
@@ -434,22 +442,26 @@ impl<'k> KeySelector<'k> {
     }
 
     fn check(&self, sig: &Signature, digest: &[u8; 32]) -> SignatureCheck {
-        let verifies = |k: &TrustedKey| {
-            VerifyingKey::from_bytes(&k.0).is_ok_and(|vk| vk.verify_strict(digest, sig).is_ok())
+        // The keys to try: the named one, or every trusted key when none is named. One place
+        // calls the verifier (it is inlined where it is called: each call site costs the
+        // bootloader flash).
+        let (first, candidates) = match self.named {
+            KeyName::Untrusted => (0, &[][..]),
+            KeyName::Trusted(i) => (i, self.keys.get(i..=i).unwrap_or(&[])),
+            KeyName::NotNamed => (0, self.keys),
         };
-        let (outcome, verified_by) = match self.named {
-            KeyName::Untrusted => (SignatureOutcome::UntrustedKey, None),
-            KeyName::Trusted(i) => match self.keys.get(i) {
-                Some(k) if verifies(k) => (SignatureOutcome::Valid, Some(i)),
-                _ => (SignatureOutcome::Invalid, None),
-            },
-            KeyName::NotNamed => match self.keys.iter().position(verifies) {
-                Some(i) => (SignatureOutcome::Valid, Some(i)),
-                // Every trusted key tried and none verifies (as before the selector existed:
-                // reported as an invalid signature when there is a key to check with).
-                None if self.keys.is_empty() => (SignatureOutcome::UntrustedKey, None),
-                None => (SignatureOutcome::Invalid, None),
-            },
+        let verified = candidates.iter().position(|k| {
+            VerifyingKey::from_bytes(&k.0).is_ok_and(|vk| vk.verify_strict(digest, sig).is_ok())
+        });
+        let (outcome, verified_by) = match (verified, self.named) {
+            (Some(i), _) => (SignatureOutcome::Valid, Some(first + i)),
+            (None, KeyName::Untrusted) => (SignatureOutcome::UntrustedKey, None),
+            // Every trusted key tried and none verifies (as before the selector existed:
+            // reported as an invalid signature when there is a key to check with).
+            (None, KeyName::NotNamed) if self.keys.is_empty() => {
+                (SignatureOutcome::UntrustedKey, None)
+            }
+            (None, _) => (SignatureOutcome::Invalid, None),
         };
         SignatureCheck {
             named: self.named,

@@ -103,6 +103,13 @@ impl FrameDecoder {
         }
     }
 
+    /// Drops the frame being collected (the bytes belonged to another protocol).
+    pub fn reset(&mut self) {
+        self.buf.clear();
+        self.ready = false;
+        self.overflow = false;
+    }
+
     /// Feeds one byte. At a delimiter returns `Some(Ok(len))` when a frame of `len` bytes is
     /// ready in [`FrameDecoder::frame`], or `Some(Err(Oversized))` when the frame overflowed and
     /// was dropped. Empty frames (two delimiters in a row) are ignored.

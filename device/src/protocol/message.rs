@@ -10,10 +10,11 @@ use serde::{Deserialize, Serialize};
 
 /// Version of the message set; `Info` reports it and the host refuses a device with another.
 /// 2: `UploadBegin` carries the unprotected TLVs (signature checked before any erase); bank
-/// status `Receiving`. The delta requests (`DeltaBegin`, `DeltaChunk`, `DeltaFinish`) and the
-/// errors `Delta`, `DeltaUnsupported` were appended without changing any message: a device
-/// that predates them answers a `DeltaBegin` with `FrameError::BadMessage`.
-pub const PROTOCOL_VERSION: u16 = 2;
+/// status `Receiving`. 3: `Receiving` carries its kind (announced, streamed, verified: SMP
+/// uploads); `UpdateError` gains `NotAnUpgrade` and `NoSuchUpload`; the request `Cancel`, the
+/// delta requests (`DeltaBegin`, `DeltaChunk`, `DeltaFinish`) and the errors `Delta`,
+/// `DeltaUnsupported` (what a server given no delta applier answers a `DeltaBegin` with).
+pub const PROTOCOL_VERSION: u16 = 3;
 
 /// Every frame carries one envelope: a sequence number chosen by the host, echoed by the device.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

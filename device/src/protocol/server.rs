@@ -61,6 +61,11 @@ impl<'a, F: NorFlash, H: Sha256Engine> Server<'a, F, H> {
         &mut self.updater
     }
 
+    /// Ends the session and gives the updater back (an upload in progress stays in it).
+    pub fn into_updater(self) -> Updater<'a, F, H> {
+        self.updater
+    }
+
     /// True once a `Reboot` request was answered: the application should reset now.
     pub fn reboot_requested(&self) -> bool {
         self.reboot

@@ -89,6 +89,28 @@ pub struct Receiving {
     /// programmed, in order, so the last programmed byte tells how far the upload got. False
     /// while those sectors are being erased: their content proves nothing.
     pub erased: bool,
+    /// Who announced the upload, and so what `image` identifies. A resume continues an upload
+    /// of the same kind only: a native `begin` never resumes a streamed upload, or the reverse.
+    pub kind: ReceivingKind,
+}
+
+/// How an upload in a [`Receiving`] bank identifies itself.
+///
+/// Variants are never reordered: the serial protocol carries this enum by variant index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub enum ReceivingKind {
+    /// Announced with its whole manifest before the first byte (native protocol,
+    /// [`crate::Updater::begin`]): `image` is the image's identity, signature checked.
+    Announced,
+    /// Streamed (SMP, [`crate::Updater::start_streamed`]): only the file's length and SHA-256
+    /// were announced. `image.digest` is that SHA-256 of the whole file (not the image hash),
+    /// `image.size` its length, `image.version` the header's; `image.security_counter` is 0
+    /// (the protected TLVs come last).
+    Streamed,
+    /// A streamed upload that arrived completely and verified (full image verification and the
+    /// announced SHA-256 of the bytes): `image` is the verified image's identity. Not bootable:
+    /// it waits for [`crate::Updater::activate`] (SMP `image test`), which verifies it again.
+    Verified,
 }
 
 /// What a bank holds and whether it may boot.
@@ -138,6 +160,7 @@ impl BankState {
             BankState::Pending { .. } => "pending",
             BankState::Confirmed(_) => "confirmed",
             BankState::Rejected(_) => "rejected",
+            BankState::Receiving(r) if r.kind == ReceivingKind::Verified => "uploaded",
             BankState::Receiving(_) => "receiving",
         }
     }
@@ -157,6 +180,9 @@ impl fmt::Display for BankState {
             ),
             BankState::Confirmed(i) => write!(f, "confirmed {}", i.version),
             BankState::Rejected(i) => write!(f, "rejected {}", i.version),
+            BankState::Receiving(r) if r.kind == ReceivingKind::Verified => {
+                write!(f, "uploaded {} (not activated)", r.image.version)
+            }
             BankState::Receiving(r) => write!(f, "receiving {}", r.image.version),
         }
     }

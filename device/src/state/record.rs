@@ -14,7 +14,8 @@
 //!
 //! bank entry (52 bytes):
 //!   0    1   status: 0 empty, 1 receiving, 2 pending, 3 confirmed, 4 rejected
-//!   1    1   pending: attempts left (≤ 7); receiving: 1 when erased from `from_sector` on, else 0
+//!   1    1   pending: attempts left (≤ 7); receiving: bit 0 = erased from `from_sector` on,
+//!            bits 1-2 = kind (0 announced, 1 streamed, 2 streamed and verified)
 //!   2    2   receiving: from_sector (u16); otherwise 0
 //!   4    4   image security counter
 //!   8    8   image version (MCUboot encoding)
@@ -25,7 +26,7 @@
 //! write units and never shares a unit with another record: each unit is programmed once.
 //! A record that fails any check (magic, CRC, a field out of range) is ignored as a whole.
 
-use super::{Attempts, BankState, BootState, ImageId, Receiving};
+use super::{Attempts, BankState, BootState, ImageId, Receiving, ReceivingKind};
 use crate::image::Version;
 use crate::layout::Bank;
 use crc::{Crc, NoTable, CRC_32_ISCSI};
@@ -37,7 +38,10 @@ pub const RECORD_MAGIC: u32 = u32::from_le_bytes(*b"TBS1");
 
 const CRC_OFFSET: usize = RECORD_SIZE - 4;
 const BANK_ENTRY_SIZE: usize = 52;
-const BANK_OFFSETS: [usize; 2] = [16, 16 + BANK_ENTRY_SIZE];
+/// Where the two bank entries lie (A, then B).
+const BANK_ENTRIES: core::ops::Range<usize> = 16..16 + 2 * BANK_ENTRY_SIZE;
+#[cfg(test)]
+const BANK_OFFSETS: [usize; 2] = [BANK_ENTRIES.start, BANK_ENTRIES.start + BANK_ENTRY_SIZE];
 
 /// CRC-32C (Castagnoli): good error detection for short records. Bitwise, without a lookup
 /// table: it only ever covers 124-byte records, and the 1 KiB table would be ≈ 4 % of the
@@ -50,6 +54,24 @@ const STATUS_PENDING: u8 = 2;
 const STATUS_CONFIRMED: u8 = 3;
 const STATUS_REJECTED: u8 = 4;
 
+/// Receiving, byte 1: bit 0 says the span is erased from `from_sector` on; bits 1-2 the kind.
+const RECEIVING_ERASED: u8 = 0b001;
+const RECEIVING_KIND_SHIFT: u8 = 1;
+const RECEIVING_KINDS: [ReceivingKind; 3] = [
+    ReceivingKind::Announced,
+    ReceivingKind::Streamed,
+    ReceivingKind::Verified,
+];
+
+fn receiving_byte(r: &Receiving) -> u8 {
+    let kind = match r.kind {
+        ReceivingKind::Announced => 0,
+        ReceivingKind::Streamed => 1,
+        ReceivingKind::Verified => 2,
+    };
+    u8::from(r.erased) | (kind << RECEIVING_KIND_SHIFT)
+}
+
 /// Encodes `state` with sequence number `seq`.
 pub fn encode(state: &BootState, seq: u32) -> [u8; RECORD_SIZE] {
     let mut b = [0u8; RECORD_SIZE];
@@ -57,10 +79,10 @@ pub fn encode(state: &BootState, seq: u32) -> [u8; RECORD_SIZE] {
     b[4..8].copy_from_slice(&seq.to_le_bytes());
     b[8] = state.preferred.index() as u8;
     b[12..16].copy_from_slice(&state.min_security_counter.to_le_bytes());
-    for bank in Bank::ALL {
-        let o = BANK_OFFSETS[bank.index()];
-        let e = &mut b[o..o + BANK_ENTRY_SIZE];
-        let (status, byte1, from, image) = match state.bank(bank) {
+    // Whole-array pieces: no index can fail, so the bootloader links no panic path here.
+    let (entries, _) = b[BANK_ENTRIES].as_chunks_mut::<BANK_ENTRY_SIZE>();
+    for (e, bank) in entries.iter_mut().zip(&state.banks) {
+        let (status, byte1, from, image) = match bank {
             BankState::Empty => (STATUS_EMPTY, 0, 0, None),
             BankState::Pending {
                 image,
@@ -70,7 +92,7 @@ pub fn encode(state: &BootState, seq: u32) -> [u8; RECORD_SIZE] {
             BankState::Rejected(i) => (STATUS_REJECTED, 0, 0, Some(i)),
             BankState::Receiving(r) => (
                 STATUS_RECEIVING,
-                u8::from(r.erased),
+                receiving_byte(r),
                 r.from_sector,
                 Some(&r.image),
             ),
@@ -90,26 +112,28 @@ pub fn encode(state: &BootState, seq: u32) -> [u8; RECORD_SIZE] {
     b
 }
 
-fn u32_at(b: &[u8], o: usize) -> u32 {
-    u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]])
+/// The little-endian `u32` at the start of `b` (0 when shorter: never, for the fixed offsets
+/// below).
+fn le32(b: &[u8]) -> u32 {
+    b.first_chunk().map_or(0, |w| u32::from_le_bytes(*w))
 }
 
 /// Decodes a record; `None` when it is not a complete, valid record (blank, torn, corrupted, or
 /// a field out of range). Returns the state and its sequence number.
 pub fn decode(b: &[u8; RECORD_SIZE]) -> Option<(BootState, u32)> {
-    if u32_at(b, 0) != RECORD_MAGIC || u32_at(b, CRC_OFFSET) != CRC32.checksum(&b[..CRC_OFFSET]) {
+    if le32(&b[0..4]) != RECORD_MAGIC || le32(&b[CRC_OFFSET..]) != CRC32.checksum(&b[..CRC_OFFSET])
+    {
         return None;
     }
-    let seq = u32_at(b, 4);
+    let seq = le32(&b[4..8]);
     let preferred = match b[8] {
         0 => Bank::A,
         1 => Bank::B,
         _ => return None,
     };
     let mut banks = [BankState::Empty; 2];
-    for bank in Bank::ALL {
-        let o = BANK_OFFSETS[bank.index()];
-        let e = &b[o..o + BANK_ENTRY_SIZE];
+    let (entries, _) = b[BANK_ENTRIES].as_chunks::<BANK_ENTRY_SIZE>();
+    for (e, bank) in entries.iter().zip(&mut banks) {
         let mut version = [0u8; 8];
         version.copy_from_slice(&e[8..16]);
         let mut digest = [0u8; 32];
@@ -117,10 +141,10 @@ pub fn decode(b: &[u8; RECORD_SIZE]) -> Option<(BootState, u32)> {
         let image = ImageId {
             version: Version::from_bytes(version),
             digest,
-            security_counter: u32_at(e, 4),
-            size: u32_at(e, 48),
+            security_counter: le32(&e[4..8]),
+            size: le32(&e[48..52]),
         };
-        banks[bank.index()] = match (e[0], e[1]) {
+        *bank = match (e[0], e[1]) {
             (STATUS_EMPTY, _) => BankState::Empty,
             (STATUS_PENDING, n) if n <= Attempts::MAX => BankState::Pending {
                 image,
@@ -128,18 +152,22 @@ pub fn decode(b: &[u8; RECORD_SIZE]) -> Option<(BootState, u32)> {
             },
             (STATUS_CONFIRMED, _) => BankState::Confirmed(image),
             (STATUS_REJECTED, _) => BankState::Rejected(image),
-            (STATUS_RECEIVING, flag @ (0 | 1)) => BankState::Receiving(Receiving {
-                image,
-                from_sector: u16::from_le_bytes([e[2], e[3]]),
-                erased: flag == 1,
-            }),
+            (STATUS_RECEIVING, flags) => {
+                let &kind = RECEIVING_KINDS.get(usize::from(flags >> RECEIVING_KIND_SHIFT))?;
+                BankState::Receiving(Receiving {
+                    image,
+                    from_sector: u16::from_le_bytes([e[2], e[3]]),
+                    erased: flags & RECEIVING_ERASED != 0,
+                    kind,
+                })
+            }
             _ => return None,
         };
     }
     Some((
         BootState {
             preferred,
-            min_security_counter: u32_at(b, 12),
+            min_security_counter: le32(&b[12..16]),
             banks,
         },
         seq,
@@ -218,7 +246,10 @@ mod tests {
         assert_eq!(decode(&t), None);
         let mut t = r;
         t[BANK_OFFSETS[1]] = STATUS_RECEIVING;
-        t[BANK_OFFSETS[1] + 1] = 2; // neither erased nor not
+        t[BANK_OFFSETS[1] + 1] = 6; // kind 3 does not exist
+        fix_crc(&mut t);
+        assert_eq!(decode(&t), None);
+        t[BANK_OFFSETS[1] + 1] = 0x81; // a bit past the kind
         fix_crc(&mut t);
         assert_eq!(decode(&t), None);
     }
@@ -227,13 +258,25 @@ mod tests {
     fn receiving_round_trips() {
         let mut s = sample();
         let image = *s.banks[0].image().unwrap();
-        for (from_sector, erased) in [(0, false), (7, true), (u16::MAX, true)] {
-            s.banks[0] = BankState::Receiving(Receiving {
-                image,
-                from_sector,
-                erased,
-            });
-            assert_eq!(decode(&encode(&s, 9)), Some((s, 9)));
+        for kind in RECEIVING_KINDS {
+            for (from_sector, erased) in [(0, false), (7, true), (u16::MAX, true)] {
+                s.banks[0] = BankState::Receiving(Receiving {
+                    image,
+                    from_sector,
+                    erased,
+                    kind,
+                });
+                assert_eq!(decode(&encode(&s, 9)), Some((s, 9)));
+            }
         }
+        // Records written before the kind existed (byte 1 = 0 or 1) read as announced uploads.
+        let r = encode(&s, 3);
+        let mut old = r;
+        old[BANK_OFFSETS[0] + 1] = 1;
+        let crc = CRC32.checksum(&old[..CRC_OFFSET]);
+        old[CRC_OFFSET..].copy_from_slice(&crc.to_le_bytes());
+        let (d, _) = decode(&old).unwrap();
+        assert!(matches!(d.banks[0], BankState::Receiving(r)
+            if r.kind == ReceivingKind::Announced && r.erased));
     }
 }

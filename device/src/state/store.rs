@@ -204,7 +204,9 @@ impl StateStore {
             .ok_or(StateError::SequenceExhausted)?;
         let target = match self.cursor {
             Some(c) if c.slot < self.slots() => c,
-            Some(c) => self.erase_sector(flash, (c.sector + 1) % self.sectors)?,
+            // The next sector of the ring (a comparison, not `%`: no division, no panic path).
+            Some(c) if c.sector + 1 < self.sectors => self.erase_sector(flash, c.sector + 1)?,
+            Some(_) => self.erase_sector(flash, 0)?,
             None => self.erase_sector(flash, 0)?,
         };
         let record = encode(state, seq);

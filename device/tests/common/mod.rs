@@ -5,6 +5,7 @@
 use ed25519_dalek::SigningKey;
 use twinbank::flash::SliceFlash;
 use twinbank::image::encode::ImageBuilder;
+use twinbank::testing::invariants::ImageSigner;
 use twinbank::testing::StrictFlash;
 use twinbank::update::Manifest;
 use twinbank::{
@@ -134,6 +135,15 @@ impl<const W: usize, const E: usize> Rig<W, E> {
             i += 1;
         }
         up.finish()
+    }
+
+    /// The signer of this rig's images, for `twinbank::testing::invariants`.
+    pub fn signer(&self) -> ImageSigner {
+        ImageSigner {
+            key: self.key.clone(),
+            header_size: HEADER,
+            ids: self.config().ids,
+        }
     }
 
     /// The bytes of a bank.

@@ -51,18 +51,18 @@ pub mod exit_code {
     pub const PANIC: u32 = 5;
     /// The shim refused to jump: the vector table of the chosen image is implausible.
     pub const BAD_VECTOR_TABLE: u32 = 6;
-    /// The board configuration is invalid (cannot happen with a checked board description).
-    pub const BAD_CONFIG: u32 = 7;
     /// The app stopped on an error it cannot handle.
     pub const APP_ERROR: u32 = 8;
     /// Power was cut by the flash driver (`cut=N` argument): the "device" lost power.
     pub const POWER_CUT: u32 = 42;
 }
 
-/// The twinbank configuration of this board: layout, trusted keys, ids, attempts.
-pub fn config() -> Config<'static> {
+/// The flash layout of this board, checked at compile time: a layout that breaks an invariant of
+/// `twinbank::Layout` fails the build, so the firmware carries neither the checks nor an error
+/// path (issue 12).
+pub const LAYOUT: Layout = {
     use consts::*;
-    let layout = match Layout::builder()
+    match Layout::builder()
         .flash_size(FLASH_SIZE)
         .write_size(WRITE_SIZE as u32)
         .erase_size(ERASE_SIZE as u32)
@@ -73,19 +73,23 @@ pub fn config() -> Config<'static> {
         .build()
     {
         Ok(l) => l,
-        Err(_) => {
-            let _ = uart().write_str("board: invalid layout\n");
-            exit(exit_code::BAD_CONFIG)
-        }
-    };
+        Err(_) => panic!("twinbank.toml: the layout breaks an invariant of twinbank::Layout"),
+    }
+};
+
+/// Trial boots a new image gets, checked at compile time like [`LAYOUT`].
+pub const ATTEMPTS: Attempts = match Attempts::new(consts::ATTEMPTS) {
+    Some(a) => a,
+    None => panic!("twinbank.toml: attempts must be 1..=7"),
+};
+
+/// The twinbank configuration of this board: layout, trusted keys, ids, attempts.
+pub fn config() -> Config<'static> {
     Config {
-        layout,
-        keys: &TRUSTED_KEYS,
-        ids: IDS,
-        attempts: match Attempts::new(ATTEMPTS) {
-            Some(a) => a,
-            None => Attempts::DEFAULT,
-        },
+        layout: LAYOUT,
+        keys: &consts::TRUSTED_KEYS,
+        ids: consts::IDS,
+        attempts: ATTEMPTS,
     }
 }
 
@@ -145,9 +149,11 @@ pub mod counter {
     }
 }
 
-/// The SHA-256 engine of this board: the `sha2` crate's compact software implementation (the
-/// MPS2 has no hash peripheral). A board with one returns its driver here.
-pub type Sha256 = twinbank::image::SoftSha256;
+/// The SHA-256 engine of this board (the MPS2 has no hash peripheral): the crate's
+/// [`twinbank::image::CompactSha256`], ≈ 48 instructions per image byte in ≈ 1.3 KB (the `sha2`
+/// crate's compact variant: ≈ 61 per byte; `hmac-sha256`: ≈ 45 per byte but 1.6 KB more flash;
+/// measured in BENCHMARKS.md). A board with a hash peripheral returns its driver here.
+pub type Sha256 = twinbank::image::CompactSha256;
 
 /// The board's SHA-256 engine, for `twinbank::decide_with` and `Updater::with_engine`.
 pub fn sha256() -> Sha256 {

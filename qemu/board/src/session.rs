@@ -74,10 +74,55 @@ pub fn init() {
         set!(writes, 0);
         set!(bytes_programmed, 0);
         set!(flags, 0);
-        set!(cut_at, arg("cut").and_then(|v| v.parse().ok()).unwrap_or(0));
+        set!(cut_at, cut_argument());
         set!(magic, MAGIC);
     }
     set!(boots, get!(boots).wrapping_add(1));
+}
+
+/// The power-cut point `cut=N` of the command line (0 when absent or not a `u32`). Scans the raw
+/// bytes of the command line itself, without the UTF-8 check and argument splitting of [`arg`]:
+/// the shim calls it on every boot, and those cost ≈ 1 KB of its flash budget (issue 12).
+fn cut_argument() -> u32 {
+    use semihosting::sys::arm_compat::syscall::{syscall, OperationNumber, ParamRegW};
+    // Zeroed: the host writes a NUL-terminated line of at most `CMDLINE_CAP` bytes, so the line
+    // ends at the first zero byte whatever the host did.
+    let mut buf = [0u8; CMDLINE_CAP];
+    let mut block = [ParamRegW::buf(&mut buf), ParamRegW::usize(CMDLINE_CAP)];
+    // SAFETY: SYS_GET_CMDLINE writes at most the block's length (`CMDLINE_CAP`) bytes into the
+    // buffer the block points to, and both outlive the call.
+    let ret = unsafe {
+        syscall(
+            OperationNumber::SYS_GET_CMDLINE,
+            ParamRegW::block(&mut block),
+        )
+    };
+    if ret.usize() != 0 {
+        return 0;
+    }
+    let line = buf.split(|&b| b == 0).next().unwrap_or(&[]);
+    line.split(|&b| b == b' ' || b == b'\t')
+        .find_map(|w| w.strip_prefix(CUT_KEY))
+        .and_then(parse_u32)
+        .unwrap_or(0)
+}
+
+/// The word that sets the power-cut point: `cut=N`.
+const CUT_KEY: &[u8] = b"cut=";
+
+/// Decimal digits as a `u32` (`None` when empty, not all digits, or too large), as
+/// `str::parse::<u32>` reads them.
+fn parse_u32(digits: &[u8]) -> Option<u32> {
+    if digits.is_empty() {
+        return None;
+    }
+    digits.iter().try_fold(0u32, |n, &d| {
+        let digit = d.wrapping_sub(b'0');
+        if digit > 9 {
+            return None;
+        }
+        n.checked_mul(10)?.checked_add(digit as u32)
+    })
 }
 
 /// An argument value, copied out of the command line.

@@ -20,9 +20,11 @@
 //! 4. with `resets=N`: resets itself until the shim has booted N + 1 times in this QEMU run;
 //! 5. with `halt`: prints the flash statistics of the run and ends QEMU with status 0;
 //! 6. otherwise serves the serial protocol on UART0 forever (`twinbank::protocol::Server`: what
-//!    `twinbank serial …` talks to), sleeping between bytes, feeding the watchdog, and resetting
-//!    after a `Reboot` request once its answer is sent. The text lines above share the UART: each
-//!    response starts with a frame delimiter, so the host skips them.
+//!    `twinbank serial …` talks to) and, with the default cargo feature `smp`, SMP beside it
+//!    (`twinbank::smp::Console`: what `smpmgr` and mcumgr-toolkit talk to), sleeping between
+//!    bytes, feeding the watchdog, and resetting after a `Reboot` request or an SMP reset once
+//!    its answer is sent. The text lines above share the UART: each native response starts with
+//!    a frame delimiter, and SMP clients look for their line markers, so both skip them.
 //!
 //! Test variants (cargo features): `fail-health`, `crash` (HardFault in the health check),
 //! `hang` (stops feeding the watchdog in the health check); for the delta-update tests and
@@ -38,8 +40,13 @@ use cortex_m_rt::{entry, exception, ExceptionFrame};
 use embedded_storage::nor_flash::ReadNorFlash as _;
 use twinbank::delta::{Applier, PatchHeader, PATCH_HEADER_SIZE};
 use twinbank::image::HEADER_SIZE;
+#[cfg(not(feature = "smp"))]
 use twinbank::protocol::server::OUT_FRAME;
-use twinbank::protocol::{FrameDecoder, Server};
+#[cfg(not(feature = "smp"))]
+use twinbank::protocol::FrameDecoder;
+use twinbank::protocol::Server;
+#[cfg(feature = "smp")]
+use twinbank::smp::{Console, CONSOLE_OUT};
 use twinbank::update::Manifest;
 use twinbank::{BankState, ImageId, UpdateError, Updater};
 use twinbank_board::flash::Flash;
@@ -401,14 +408,18 @@ fn fail(what: &str, e: UpdateError) -> ! {
 }
 
 // The protocol's buffers, in statics so that their RAM shows in the ELF and is fixed.
+#[cfg(not(feature = "smp"))]
 static mut DECODER: FrameDecoder = FrameDecoder::new();
 static mut APPLIER: Applier = Applier::new();
+#[cfg(not(feature = "smp"))]
 static mut RESPONSE: [u8; OUT_FRAME] = [0; OUT_FRAME];
+#[cfg(not(feature = "smp"))]
 static mut SERVER: MaybeUninit<Server<'static, Flash>> = MaybeUninit::uninit();
 
 /// Serves the serial protocol on UART0 forever: bytes → frame decoder → server → response.
 /// Sleeps while no byte arrives (a received byte or the 10 Hz SysTick wakes it) and feeds the
 /// watchdog; resets after answering a `Reboot` request.
+#[cfg(not(feature = "smp"))]
 fn serve(updater: Updater<'static, Flash>, config: twinbank::Config<'static>) -> ! {
     // SAFETY: `serve` runs once and never returns; nothing else touches these statics.
     let (decoder, response, server) = unsafe {
@@ -432,6 +443,67 @@ fn serve(updater: Updater<'static, Flash>, config: twinbank::Config<'static>) ->
         OUT_FRAME,
         size_of::<Applier>()
     );
+    start_wakeups();
+    loop {
+        let byte = next_byte(&mut u);
+        let n = match decoder.push(byte) {
+            None => continue,
+            Some(Ok(len)) => server.handle_frame(decoder.frame(len), response),
+            Some(Err(e)) => server.frame_error(e, response),
+        };
+        send(&mut u, &response[..n]);
+        if server.reboot_requested() {
+            uart::flush();
+            board::reset()
+        }
+    }
+}
+
+#[cfg(feature = "smp")]
+static mut RESPONSE: [u8; CONSOLE_OUT] = [0; CONSOLE_OUT];
+#[cfg(feature = "smp")]
+static mut CONSOLE: MaybeUninit<Console<'static, Flash>> = MaybeUninit::uninit();
+
+/// Serves the native protocol and SMP on UART0 forever: every byte goes to both decoders
+/// ([`Console`]); a response is sent whole. Sleeps while no byte arrives, feeds the watchdog,
+/// and resets after answering a `Reboot` request or an SMP reset.
+#[cfg(feature = "smp")]
+fn serve(updater: Updater<'static, Flash>, config: twinbank::Config<'static>) -> ! {
+    // SAFETY: `serve` runs once and never returns; nothing else touches these statics.
+    let (response, console) = unsafe {
+        (
+            &mut *addr_of_mut!(RESPONSE),
+            (*addr_of_mut!(CONSOLE)).write(Console::new(Server::with_delta(
+                updater,
+                config,
+                &mut *addr_of_mut!(APPLIER),
+            ))),
+        )
+    };
+    let mut u = uart();
+    let _ = writeln!(
+        u,
+        "app: serving the serial protocol and SMP (RAM: console {} B, response {} B; \
+         delta applier {} B)",
+        size_of::<Console<'static, Flash>>(),
+        CONSOLE_OUT,
+        size_of::<Applier>()
+    );
+    start_wakeups();
+    loop {
+        let byte = next_byte(&mut u);
+        let n = console.feed(byte, response);
+        send(&mut u, &response[..n]);
+        if console.reboot_requested() {
+            uart::flush();
+            board::reset()
+        }
+    }
+}
+
+/// Starts the 10 Hz SysTick (it wakes the core to feed the watchdog) and the UART's receive
+/// wake-up.
+fn start_wakeups() {
     // SAFETY: the app owns the core peripherals; nothing else uses SysTick.
     let mut syst = unsafe { cortex_m::Peripherals::steal() }.SYST;
     syst.set_clock_source(cortex_m::peripheral::syst::SystClkSource::Core);
@@ -440,26 +512,39 @@ fn serve(updater: Updater<'static, Flash>, config: twinbank::Config<'static>) ->
     syst.enable_interrupt();
     syst.enable_counter();
     uart::enable_rx_wakeup();
+}
+
+/// The next received byte: sleeps until one arrives, feeding the watchdog.
+fn next_byte(u: &mut board::Uart) -> u8 {
     loop {
         watchdog::feed();
-        let Some(byte) = u.try_read() else {
-            uart::wait_for_rx();
-            continue;
-        };
-        let n = match decoder.push(byte) {
-            None => continue,
-            Some(Ok(len)) => server.handle_frame(decoder.frame(len), response),
-            Some(Err(e)) => server.frame_error(e, response),
-        };
-        for &b in &response[..n] {
-            u.write_byte(b);
+        if let Some(b) = u.try_read() {
+            return b;
         }
-        if server.reboot_requested() {
-            uart::flush();
-            board::reset()
-        }
+        uart::wait_for_rx();
     }
 }
+
+fn send(u: &mut board::Uart, bytes: &[u8]) {
+    for &b in bytes {
+        u.write_byte(b);
+    }
+}
+
+/// Interrupt lines of the MPS2-AN385 (the CMSDK subsystem's 32 external interrupts).
+const IRQS: usize = 32;
+
+extern "C" {
+    /// The handler below, as cortex-m-rt exports it.
+    fn DefaultHandler();
+}
+
+/// The interrupt table: every line goes to [`DefaultHandler`]. With cortex-m-rt's `device`
+/// feature (the shim's one-entry table needs it, and Cargo turns it on for the app as well when
+/// both are built in one command) the application provides the table.
+#[link_section = ".vector_table.interrupts"]
+#[no_mangle]
+static __INTERRUPTS: [unsafe extern "C" fn(); IRQS] = [DefaultHandler; IRQS];
 
 /// Interrupts: only UART0's receive interrupt is enabled (it wakes [`serve`] from `wfi`).
 #[exception]

@@ -377,17 +377,30 @@ fn answers(request: &Request<'_>, answer: &Response) -> bool {
         (request, answer),
         (_, Response::Error(RemoteError::Update(_)))
             | (
-                Request::UploadChunk { .. },
+                Request::UploadChunk { .. } | Request::DeltaChunk { .. },
                 Response::Error(RemoteError::ChunkTooLarge)
+            )
+            | (
+                Request::DeltaBegin { .. } | Request::DeltaChunk { .. } | Request::DeltaFinish,
+                Response::Error(RemoteError::Delta(_) | RemoteError::DeltaUnsupported)
             )
             | (Request::Info, Response::Info(_))
             | (Request::Status, Response::Status(_))
             | (
-                Request::UploadBegin { .. } | Request::UploadChunk { .. },
+                Request::UploadBegin { .. }
+                    | Request::UploadChunk { .. }
+                    | Request::DeltaBegin { .. }
+                    | Request::DeltaChunk { .. },
                 Response::NextOffset(_)
             )
-            | (Request::UploadFinish, Response::Activated(_))
-            | (Request::Confirm | Request::Reject, Response::Done)
+            | (
+                Request::UploadFinish | Request::DeltaFinish,
+                Response::Activated(_)
+            )
+            | (
+                Request::Confirm | Request::Reject | Request::Cancel,
+                Response::Done
+            )
             | (Request::Rollback, Response::SwitchedTo(..))
             | (Request::Reboot, Response::Rebooting)
     )

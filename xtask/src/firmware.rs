@@ -314,8 +314,9 @@ pub fn test_build() -> Build {
     }
 }
 
-/// The variants the QEMU tests use: versions 1 (A), 2 (B), and three faulty 3s (B); for the
-/// delta tests, v2 with a one-line change and v1 built against an older dependency.
+/// The variants the QEMU tests use: versions 1 (A), 2 (B), a healthy 3 (A: an update from B
+/// back into A) and three faulty 3s (B); for the delta tests, v2 with a one-line change and v1
+/// built against an older dependency.
 pub fn test_variants() -> Vec<Variant> {
     vec![
         Variant::shim(false),
@@ -323,6 +324,7 @@ pub fn test_variants() -> Vec<Variant> {
         Variant::app("app-v2-B", Bank::B, "2.0.0", "healthy"),
         Variant::app("app-v2-B-one-line", Bank::B, "2.0.0", "delta-one-line"),
         Variant::app("app-v1-A-heapless07", Bank::A, "1.0.0", "heapless-0-7"),
+        Variant::app("app-v3-A", Bank::A, "3.0.0", "healthy"),
         Variant::app("app-v3-B-fail-health", Bank::B, "3.0.0", "fail-health"),
         Variant::app("app-v3-B-crash", Bank::B, "3.0.0", "crash"),
         Variant::app("app-v3-B-hang", Bank::B, "3.0.0", "hang"),

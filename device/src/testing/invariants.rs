@@ -6,8 +6,9 @@
 //! 1. **the state decodes**: once the state region holds a valid record it always does, and a
 //!    pending bank is the preferred bank;
 //! 2. **the running bank is byte-for-byte unchanged**;
-//! 3. **a refused request changes neither the state region nor a confirmed image** (a query or a
-//!    boot changes no bank at all);
+//! 3. **a refused request changes neither the state region nor a confirmed image**, except that
+//!    an upload in progress it gave up is recorded empty (a `finish` whose image fails
+//!    verification: nothing else of the state moves); a query or a boot changes no bank at all;
 //! 4. **a bank recorded confirmed before and after a step keeps its bytes**;
 //! 5. **a following valid upload completes and boots** ([`check_upload_boots`]): after a reset
 //!    (and a confirm when the running image is on trial, as its health check would do), a new
@@ -296,7 +297,8 @@ impl Snapshot {
                 return Err(Violation::RunningBankChanged { bank, offset });
             }
         }
-        if matches!(step, Step::Query | Step::Refused) && !state_unchanged {
+        let refusal_allowed = step == Step::Refused && upload_given_up(self.state, state);
+        if matches!(step, Step::Query | Step::Refused) && !state_unchanged && !refusal_allowed {
             return Err(Violation::StateChanged(step));
         }
         for bank in Bank::ALL {
@@ -466,4 +468,19 @@ pub fn check_upload_boots<const W: usize, const E: usize>(
     }
     installed.check(f.bytes(), Step::Boot)?;
     Ok(after)
+}
+
+/// True when `after` is `before` with one bank that was receiving an upload recorded empty and
+/// nothing else changed: the one state change a refusal may make (docs/design.md: an upload
+/// whose image fails verification at `finish` gives up its bank; the running bank, the
+/// preferred bank and the minimum counter stay).
+fn upload_given_up(before: Option<BootState>, after: Option<BootState>) -> bool {
+    let (Some(before), Some(after)) = (before, after) else {
+        return false;
+    };
+    Bank::ALL.into_iter().any(|b| {
+        let mut expected = before;
+        *expected.bank_mut(b) = BankState::Empty;
+        matches!(before.bank(b), BankState::Receiving(_)) && expected == after
+    })
 }

@@ -719,16 +719,41 @@ pub(super) fn seeds() -> Vec<Seed> {
         .native(Request::Rollback)
         .state_read();
 
-    // An SMP frame and a native frame in one stream, the native one between the SMP lines.
-    let mut mixed = Builder::new();
-    let mut echo = vec![0u8; HEADER_LEN];
-    echo[0] = 1 << 3;
-    let smp_frame = console_frame(&[&echo[..], &[0xa0]].concat());
+    // SMP frames, a native frame and log text in one stream; a native frame that completes
+    // between the lines of an SMP frame makes the console drop the SMP one.
+    let echo = Header {
+        op: Op::Write,
+        version_bits: 1,
+        flags: 0,
+        len: 4,
+        group: GROUP_OS,
+        seq: 77,
+        cmd: os::ECHO,
+    };
+    // {"d": ""}
+    let smp_frame = console_frame(&[&echo.to_bytes()[..], &[0xa1, 0x61, b'd', 0x60]].concat());
     let native = request_frame(7, Request::Status);
     let mut stream = smp_frame.clone();
     stream.extend_from_slice(&native);
     stream.extend_from_slice(b"log line\n");
     stream.extend_from_slice(&smp_frame);
+    let long_echo = Header { len: 205, ..echo };
+    let long = console_frame(
+        &[
+            &long_echo.to_bytes()[..],
+            &[0xa1, 0x61, b'd', 0x78, 200],
+            &[b'x'; 200],
+        ]
+        .concat(),
+    );
+    let split = long
+        .iter()
+        .position(|&b| b == LINE_END)
+        .map_or(0, |i| i + 1);
+    stream.extend_from_slice(&long[..split]);
+    stream.extend_from_slice(&native);
+    stream.extend_from_slice(&long[split..]);
+    let mut mixed = Builder::new();
     mixed.raw(&stream);
 
     vec![

@@ -188,3 +188,29 @@ fn delta_seeds_apply_or_are_refused() {
         assert_eq!(outcome.is_err(), refused, "{}: {outcome:?}", s.name);
     }
 }
+
+/// The `protocol` harness takes every answer the server gives as fitting: `Cancel` is answered
+/// `Done`, and a delta request to a server without an applier `DeltaUnsupported` (the harness
+/// once called both a broken invariant).
+#[test]
+fn protocol_harness_knows_cancel_and_delta_answers() {
+    use twinbank::protocol::message::{Envelope, Request};
+    use twinbank::protocol::server::OUT_FRAME;
+    use twinbank::protocol::{encode_frame, MAX_FRAME};
+    /// The `protocol` script ops (device/src/testing/fuzz/protocol.rs): `UploadBegin` of an
+    /// image, raw wire bytes.
+    const BEGIN: u8 = 0;
+    const WIRE: u8 = 14;
+    // Geometry 1, then an upload begun (so that `Cancel` has something to cancel).
+    let mut script = vec![1u8, BEGIN, 1];
+    for (seq, body) in [(1, Request::Cancel), (2, Request::DeltaFinish)] {
+        let mut scratch = vec![0u8; MAX_FRAME];
+        let mut frame = vec![0u8; OUT_FRAME];
+        let n = encode_frame(&Envelope { seq, body }, &mut scratch, &mut frame).unwrap();
+        script.push(WIRE);
+        script.extend_from_slice(&(n as u16).to_le_bytes());
+        script.extend_from_slice(&frame[..n]);
+    }
+    let s = twinbank::testing::fuzz::protocol_summary(&script);
+    assert_eq!((s.accepted, s.refused), (2, 1), "{s:?}");
+}

@@ -387,7 +387,23 @@ pub(crate) fn answers(request: &Request<'_>, answer: &Response) -> bool {
                 Response::NextOffset(_)
             )
             | (Request::UploadFinish, Response::Activated(_))
-            | (Request::Confirm | Request::Reject, Response::Done)
+            | (
+                Request::Confirm | Request::Reject | Request::Cancel,
+                Response::Done
+            )
+            | (
+                Request::DeltaBegin { .. } | Request::DeltaChunk { .. } | Request::DeltaFinish,
+                Response::Error(RemoteError::Delta(_) | RemoteError::DeltaUnsupported)
+            )
+            | (
+                Request::DeltaBegin { .. } | Request::DeltaChunk { .. },
+                Response::NextOffset(_)
+            )
+            | (
+                Request::DeltaChunk { .. },
+                Response::Error(RemoteError::ChunkTooLarge)
+            )
+            | (Request::DeltaFinish, Response::Activated(_))
             | (Request::Rollback, Response::SwitchedTo(..))
             | (Request::Reboot, Response::Rebooting)
     )

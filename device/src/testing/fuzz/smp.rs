@@ -228,27 +228,13 @@ fn check_smp(request: &[u8], out: &[u8]) -> Kind {
     }
 }
 
-/// True when `answer` may answer `request` on a server without delta updates.
-fn fits(request: &Request<'_>, answer: &Response) -> bool {
-    use crate::protocol::message::RemoteError;
-    answers(request, answer)
-        || matches!(
-            (request, answer),
-            (Request::Cancel, Response::Done)
-                | (
-                    Request::DeltaBegin { .. } | Request::DeltaChunk { .. } | Request::DeltaFinish,
-                    Response::Error(RemoteError::DeltaUnsupported | RemoteError::Delta(_))
-                )
-        )
-}
-
 /// Checks a native answer `out` to the frame `frame`; returns the kind of step it was.
 fn check_native(mut frame: Vec<u8>, out: &mut [u8]) -> (Step, Response) {
     let expected = decode_frame::<Envelope<Request<'_>>>(&mut frame);
     let answer = decode_answer(out).unwrap_or_else(|v| fail(v));
     match &expected {
         Ok(req) => ensure(
-            req.seq == answer.seq && fits(&req.body, &answer.body),
+            req.seq == answer.seq && answers(&req.body, &answer.body),
             "a native answer echoes the sequence number and fits the request",
         ),
         Err(e) => ensure(

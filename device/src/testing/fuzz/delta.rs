@@ -13,6 +13,7 @@ use crate::delta::encode::{make_patch, EncodeOptions, Normalisation};
 use crate::delta::{apply_to_slice, Applier, DeltaError, PatchFile, PatchHeader};
 use crate::image::{verify_image, Version, HEADER_SIZE};
 use crate::layout::Bank;
+use crate::protocol::message::Request;
 use crate::state::{BootState, ImageId};
 use crate::testing::device::Device;
 use crate::testing::invariants::{check_upload_boots, read_state, ImageSigner, Snapshot, Step};
@@ -288,7 +289,8 @@ fn applier_steps(
 /// unless `finish` succeeded; an interruption boots the running bank. A `finish` that succeeds
 /// leaves exactly one of the real targets in bank B, which verifies, is pending, boots on trial,
 /// and is what [`apply_to_slice`] makes of the same patch; conversely, when [`apply_to_slice`]
-/// rebuilds a real target, the applier completes too. At the end a valid full upload still
+/// rebuilds a real target from a patch that announces that target's manifest, the applier
+/// completes too. At the end a valid full upload still
 /// completes and boots.
 pub fn delta(data: &[u8]) {
     let _ = delta_outcome(data);
@@ -372,9 +374,25 @@ pub fn delta_outcome(data: &[u8]) -> Result<ImageId, DeltaError> {
             );
         }
         Err(_) => {
+            // The ops rebuild the protected TLVs too, so a patch whose announced manifest was
+            // altered can still make a real target in memory: the device refuses it at `begin`
+            // (the manifest is what it checks before erasing), and it must.
+            let announced_real = PatchFile::parse(patch).is_ok_and(|f| {
+                pure_image.is_some_and(|image| {
+                    fx.targets.iter().any(|t| {
+                        t.as_slice() == image
+                            && manifest_parts(t)
+                                == Some((
+                                    f.target_header.to_vec(),
+                                    f.protected_tlvs.to_vec(),
+                                    f.tlvs.to_vec(),
+                                ))
+                    })
+                })
+            });
             ensure(
-                !pure_image.is_some_and(real),
-                "a patch that rebuilds a real target in memory is applied on the device",
+                !announced_real,
+                "a patch that announces and rebuilds a real target is applied on the device",
             );
             flash.power_on();
             let boot = decide(&mut flash.clone(), &fx.config)
@@ -389,6 +407,18 @@ pub fn delta_outcome(data: &[u8]) -> Result<ImageId, DeltaError> {
         fail(v);
     }
     outcome
+}
+
+/// The manifest parts of an image as a patch announces them: header, protected TLVs, TLVs.
+fn manifest_parts(image: &[u8]) -> Option<(Vec<u8>, Vec<u8>, Vec<u8>)> {
+    match Request::upload_begin(image).ok()? {
+        Request::UploadBegin {
+            header,
+            protected_tlvs,
+            tlvs,
+        } => Some((header.to_vec(), protected_tlvs.to_vec(), tlvs.to_vec())),
+        _ => None,
+    }
 }
 
 /// Control bytes of a seed: chunk `n` × 32 + 1, interruption `mode` at `at` / 256.

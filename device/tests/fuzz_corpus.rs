@@ -141,3 +141,76 @@ fn protocol_seeds_reach_their_states() {
         "{st:?}"
     );
 }
+
+/// The SMP seeds do what their names say: the update is confirmed, the rollback switches back,
+/// the refusals and queries change nothing.
+#[test]
+fn smp_seeds_reach_their_states() {
+    use twinbank::testing::fuzz::{smp_summary, target};
+    use twinbank::{Bank, BankState};
+    let seeds = (target("smp").unwrap().seeds)();
+    let run = |name: &str| {
+        let s = seeds.iter().find(|s| s.name == name).unwrap();
+        smp_summary(&s.bytes).unwrap()
+    };
+    let confirmed =
+        |st: &twinbank::BootState, b: Bank| matches!(st.bank(b), BankState::Confirmed(_));
+    for name in ["upload-test-reset-confirm", "upload-power-cut-resume"] {
+        let st = run(name);
+        assert!(
+            st.preferred == Bank::B && confirmed(&st, Bank::B),
+            "{name}: {st:?}"
+        );
+    }
+    let st = run("rollback");
+    assert!(
+        st.preferred == Bank::A && confirmed(&st, Bank::A) && confirmed(&st, Bank::B),
+        "rollback: {st:?}"
+    );
+    for name in ["queries", "refusals", "interleaved", "erase"] {
+        let st = run(name);
+        assert!(
+            st.preferred == Bank::A && matches!(st.bank(Bank::B), BankState::Empty),
+            "{name}: {st:?}"
+        );
+    }
+}
+
+/// The delta seeds do what their names say: real patches (whole, resumed, after a power cut)
+/// rebuild their target; the truncated and corrupted ones are refused.
+#[test]
+fn delta_seeds_apply_or_are_refused() {
+    use twinbank::testing::fuzz::{delta_outcome, target};
+    let seeds = (target("delta").unwrap().seeds)();
+    for s in &seeds {
+        let outcome = delta_outcome(&s.bytes);
+        let refused = ["truncated", "corrupted"].contains(&s.name.as_str());
+        assert_eq!(outcome.is_err(), refused, "{}: {outcome:?}", s.name);
+    }
+}
+
+/// The `protocol` harness takes every answer the server gives as fitting: `Cancel` is answered
+/// `Done`, and a delta request to a server without an applier `DeltaUnsupported` (the harness
+/// once called both a broken invariant).
+#[test]
+fn protocol_harness_knows_cancel_and_delta_answers() {
+    use twinbank::protocol::message::{Envelope, Request};
+    use twinbank::protocol::server::OUT_FRAME;
+    use twinbank::protocol::{encode_frame, MAX_FRAME};
+    /// The `protocol` script ops (device/src/testing/fuzz/protocol.rs): `UploadBegin` of an
+    /// image, raw wire bytes.
+    const BEGIN: u8 = 0;
+    const WIRE: u8 = 14;
+    // Geometry 1, then an upload begun (so that `Cancel` has something to cancel).
+    let mut script = vec![1u8, BEGIN, 1];
+    for (seq, body) in [(1, Request::Cancel), (2, Request::DeltaFinish)] {
+        let mut scratch = vec![0u8; MAX_FRAME];
+        let mut frame = vec![0u8; OUT_FRAME];
+        let n = encode_frame(&Envelope { seq, body }, &mut scratch, &mut frame).unwrap();
+        script.push(WIRE);
+        script.extend_from_slice(&(n as u16).to_le_bytes());
+        script.extend_from_slice(&frame[..n]);
+    }
+    let s = twinbank::testing::fuzz::protocol_summary(&script);
+    assert_eq!((s.accepted, s.refused), (2, 1), "{s:?}");
+}

@@ -350,7 +350,7 @@ impl<const W: usize, const E: usize> Device<W, E> {
 }
 
 /// The answer the device gives to a frame it could not read.
-fn frame_error(e: FrameError) -> Envelope<Response> {
+pub(crate) fn frame_error(e: FrameError) -> Envelope<Response> {
     Envelope {
         seq: 0,
         body: Response::Error(RemoteError::Frame(e)),
@@ -358,7 +358,7 @@ fn frame_error(e: FrameError) -> Envelope<Response> {
 }
 
 /// Decodes a response (`0x00 ‖ frame ‖ 0x00`) as the host does.
-fn decode_answer(out: &mut [u8]) -> Result<Envelope<Response>, Violation> {
+pub(crate) fn decode_answer(out: &mut [u8]) -> Result<Envelope<Response>, Violation> {
     let Some((&mut first, rest)) = out.split_first_mut() else {
         return Err(Violation::BadResponse("empty answer"));
     };
@@ -372,7 +372,7 @@ fn decode_answer(out: &mut [u8]) -> Result<Envelope<Response>, Violation> {
 }
 
 /// True when `answer` is a possible answer to `request`.
-fn answers(request: &Request<'_>, answer: &Response) -> bool {
+pub(crate) fn answers(request: &Request<'_>, answer: &Response) -> bool {
     matches!(
         (request, answer),
         (_, Response::Error(RemoteError::Update(_)))

@@ -14,6 +14,8 @@
 //! | `frames` | serial bytes | the decoder splits as specified; messages round-trip |
 //! | `protocol` | geometry + request script | [`super::invariants`] after every frame |
 //! | `board` | board description text | accepted layouts keep every layout rule |
+//! | `delta` | control bytes + patch file | refused, or exactly a real target that verifies |
+//! | `smp` | console script (SMP, native, raw bytes) | well-formed answers; [`super::invariants`] |
 
 //!
 //! Adding a harness for a new parser: a module here with `pub fn <name>(data: &[u8])` and its
@@ -23,15 +25,21 @@
 extern crate std;
 
 mod board;
+mod delta;
 mod frames;
 mod image;
 mod protocol;
+#[cfg(feature = "smp")]
+mod smp;
 mod state;
 
 pub use board::board;
+pub use delta::{delta, delta_outcome, DELTA_BANK};
 pub use frames::frames;
 pub use image::{image, IMAGE_BANK_ADDRESS, IMAGE_CAPACITY, IMGTOOL_KEY};
 pub use protocol::{protocol, protocol_summary, ProtocolSummary, PROTOCOL_BANK};
+#[cfg(feature = "smp")]
+pub use smp::{smp, smp_summary, SMP_BANK};
 pub use state::{state_record, state_store, STORE_SECTORS};
 
 use super::invariants::Violation;
@@ -101,6 +109,17 @@ pub const TARGETS: &[Target] = &[
         name: "board",
         run: board,
         seeds: board::seeds,
+    },
+    Target {
+        name: "delta",
+        run: delta,
+        seeds: delta::seeds,
+    },
+    #[cfg(feature = "smp")]
+    Target {
+        name: "smp",
+        run: smp,
+        seeds: smp::seeds,
     },
 ];
 

@@ -108,7 +108,7 @@ pub fn frames(data: &[u8]) {
     decode_both(&seal_frame(data));
 }
 
-fn request_frame(seq: u16, body: Request<'_>) -> Vec<u8> {
+pub(super) fn request_frame(seq: u16, body: Request<'_>) -> Vec<u8> {
     let mut scratch = vec![0u8; MAX_FRAME];
     let mut out = vec![0u8; OUT_FRAME];
     let n = encode_frame(&Envelope { seq, body }, &mut scratch, &mut out).unwrap_or(0);

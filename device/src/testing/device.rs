@@ -377,7 +377,7 @@ fn answers(request: &Request<'_>, answer: &Response) -> bool {
         (request, answer),
         (_, Response::Error(RemoteError::Update(_)))
             | (
-                Request::UploadChunk { .. },
+                Request::UploadChunk { .. } | Request::DeltaChunk { .. },
                 Response::Error(RemoteError::ChunkTooLarge)
             )
             | (Request::Info, Response::Info(_))
@@ -390,5 +390,10 @@ fn answers(request: &Request<'_>, answer: &Response) -> bool {
             | (Request::Confirm | Request::Reject, Response::Done)
             | (Request::Rollback, Response::SwitchedTo(..))
             | (Request::Reboot, Response::Rebooting)
+            // The rig's server has no delta applier: every delta request is answered so.
+            | (
+                Request::DeltaBegin { .. } | Request::DeltaChunk { .. } | Request::DeltaFinish,
+                Response::Error(RemoteError::DeltaUnsupported)
+            )
     )
 }

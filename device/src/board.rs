@@ -323,6 +323,39 @@ mod tests {
         assert!(BoardDescription::parse(&fits).is_ok());
     }
 
+    /// A description whose `[flash]` disagrees with itself or with its `[layout]` is refused with
+    /// the layout's error (the host tool reports the same text, tests/tests/host_tool.rs).
+    #[test]
+    fn refuses_a_flash_section_that_disagrees_with_itself() {
+        let whole = shipped();
+        let odd = whole.replace("size = 0x01000000", "size = 0x01000800");
+        assert_eq!(
+            BoardDescription::parse(&odd),
+            Err(BoardError::Layout(LayoutError::FlashNotWholeSectors {
+                flash_size: 0x0100_0800,
+                erase_size: 4096
+            }))
+        );
+        assert_eq!(
+            BoardDescription::parse(&odd).unwrap_err().to_string(),
+            "[layout]: flash size 0x1000800 is not a whole number of 0x1000-byte erase sectors"
+        );
+        // 64 KiB sectors: the 16 KiB state region is not made of whole sectors.
+        let coarse = whole.replace("erase_size = 4096", "erase_size = 0x10000");
+        assert_eq!(
+            BoardDescription::parse(&coarse),
+            Err(BoardError::Layout(LayoutError::NotEraseAligned(
+                crate::layout::RegionName::State
+            )))
+        );
+        // Another geometry that agrees with the layout is accepted.
+        let other = whole
+            .replace("write_size = 4 ", "write_size = 16")
+            .replace("erase_size = 4096", "erase_size = 0x2000");
+        let layout = BoardDescription::parse(&other).unwrap().layout().unwrap();
+        assert_eq!((layout.write_size(), layout.erase_size()), (16, 0x2000));
+    }
+
     #[test]
     fn uuids_must_be_hex() {
         assert!(parse_uuid("5a1a2b3c-0d0e-4f10-8112-131415161718").is_some());

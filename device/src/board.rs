@@ -107,6 +107,7 @@ pub struct DeviceInfo {
 
 /// Why a board description was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum BoardError {
     /// The file could not be read.
     Io(String),

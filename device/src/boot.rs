@@ -32,6 +32,7 @@ use embedded_storage::nor_flash::NorFlash;
 
 /// Why the bootloader left a bank during this boot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
 pub enum RollbackCause {
     /// The trial image used all its boot attempts without confirming.
     AttemptsExhausted,
@@ -55,6 +56,7 @@ impl fmt::Display for RollbackCause {
 
 /// Why this bank boots.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
 pub enum BootReason {
     /// The preferred bank holds a confirmed image.
     Normal,
@@ -122,6 +124,7 @@ pub struct BootDecision {
 
 /// Why nothing can boot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum BootError {
     /// Neither bank holds a bootable, verified image. The shim reports it and stops.
     NoBootableImage {
@@ -138,6 +141,7 @@ pub enum BootError {
 
 /// Why one bank cannot boot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
 pub enum Unbootable {
     /// The state says the bank is empty (or being written).
     Empty,

@@ -128,6 +128,7 @@ impl fmt::Display for RegionName {
 
 /// Why a layout was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum LayoutError {
     /// WRITE_SIZE must be a power of two in 1..=32 and ERASE_SIZE a power of two in 1 KiB..=128 KiB
     /// that is a multiple of WRITE_SIZE.
@@ -169,6 +170,7 @@ pub enum LayoutError {
 
 /// The fields of a [`LayoutBuilder`], for [`LayoutError::Missing`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum LayoutField {
     /// [`LayoutBuilder::flash_size`].
     FlashSize,
@@ -241,6 +243,7 @@ impl core::error::Error for LayoutError {}
 /// (the board description) states. Either number can be the wrong one; on a board whose layout
 /// comes from `twinbank.toml`, the file's `[flash]` section must say what the driver says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
 pub enum GeometryError {
     /// `NorFlash::WRITE_SIZE` differs from the layout's write size.
     WriteSize {

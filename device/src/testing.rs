@@ -30,6 +30,7 @@ use std::vec::Vec;
 
 /// Errors of the strict flash.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum StrictError {
     /// Misaligned access.
     NotAligned,
@@ -43,6 +44,24 @@ pub enum StrictError {
     /// Power was cut at this operation (or earlier and not restored).
     PowerCut,
 }
+
+impl core::fmt::Display for StrictError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            StrictError::NotAligned => f.write_str("flash access not aligned"),
+            StrictError::OutOfBounds => f.write_str("flash access out of bounds"),
+            StrictError::ProgramTwice { offset } => {
+                write!(
+                    f,
+                    "write unit at {offset:#x} programmed twice without an erase"
+                )
+            }
+            StrictError::PowerCut => f.write_str("power cut"),
+        }
+    }
+}
+
+impl std::error::Error for StrictError {}
 
 impl NorFlashError for StrictError {
     fn kind(&self) -> NorFlashErrorKind {

@@ -177,6 +177,7 @@ pub struct ImageHeader {
 
 /// Why header bytes were refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum HeaderError {
     /// The magic is not 0x96f3b83d (erased bank, or not an MCUboot image).
     BadMagic(u32),

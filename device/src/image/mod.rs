@@ -91,6 +91,7 @@ impl TrustedKey {
 
 /// Why an image was refused. One variant per cause, so tools and tests can tell them apart.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
 pub enum ImageError {
     /// The flash driver failed.
     Flash(FlashFault),

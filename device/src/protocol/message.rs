@@ -204,6 +204,7 @@ pub enum Response {
 
 /// Errors a device reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub enum RemoteError {
     /// The frame could not be read.
     Frame(FrameError),

@@ -88,6 +88,7 @@ impl fmt::Display for UploadStage {
 
 /// A broken invariant.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Violation {
     /// A NOR flash rule was broken (a unit programmed twice, a misaligned access).
     Flash(StrictError),

@@ -63,6 +63,7 @@ pub const ERASED: u8 = 0xFF;
 /// A flash driver failure, reduced to what the caller can act on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum FlashFault {
     /// The access was not aligned as the driver requires.
     NotAligned,

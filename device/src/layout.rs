@@ -32,6 +32,7 @@ use embedded_storage::nor_flash::NorFlash;
 
 /// One of the two firmware banks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum Bank {
     /// The first bank (the factory image goes here).
     A,
@@ -71,14 +72,17 @@ impl fmt::Display for Bank {
 
 /// A byte offset inside the flash device (not a CPU address).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct FlashOffset(pub u32);
 
 /// A size in bytes of a flash area.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct ByteSize(pub u32);
 
 /// A contiguous area of flash: `[offset, offset + size)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct Region {
     /// First byte of the region.
     pub offset: FlashOffset,
@@ -110,6 +114,7 @@ impl Region {
 
 /// The name of a region, for error messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum RegionName {
     /// The boot state region.
     State,
@@ -129,6 +134,7 @@ impl fmt::Display for RegionName {
 /// Why a layout was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum LayoutError {
     /// WRITE_SIZE must be a power of two in 1..=32 and ERASE_SIZE a power of two in 1 KiB..=128 KiB
     /// that is a multiple of WRITE_SIZE.
@@ -171,6 +177,7 @@ pub enum LayoutError {
 /// The fields of a [`LayoutBuilder`], for [`LayoutError::Missing`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum LayoutField {
     /// [`LayoutBuilder::flash_size`].
     FlashSize,
@@ -244,6 +251,7 @@ impl core::error::Error for LayoutError {}
 /// comes from `twinbank.toml`, the file's `[flash]` section must say what the driver says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum GeometryError {
     /// `NorFlash::WRITE_SIZE` differs from the layout's write size.
     WriteSize {
@@ -419,6 +427,7 @@ pub const MAX_ERASE_SIZE: u32 = 128 * 1024;
 /// - the state region holds at least two erase sectors;
 /// - both banks have the same size, and bank A lies below bank B.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct Layout {
     state: Region,
     banks: [Region; 2],

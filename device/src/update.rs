@@ -84,6 +84,7 @@ use embedded_storage::nor_flash::NorFlash;
 /// untouched.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum UpdateError {
     /// The image (or its manifest) was refused.
     Image(ImageError),

@@ -43,6 +43,7 @@ use core::fmt;
 /// What is wrong with a patch's body (the compressed op stream), found while applying it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum Corruption {
     /// An LZ back-reference reaches before the first byte decoded, or past the window.
     LzOffset,
@@ -91,6 +92,7 @@ impl fmt::Display for Corruption {
 /// were (the other bank is recorded empty when its content cannot be trusted).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum DeltaError {
     /// The updater refused or failed (manifest, signature, flash, state).
     Update(UpdateError),

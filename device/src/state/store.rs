@@ -35,6 +35,7 @@ use embedded_storage::nor_flash::{NorFlash, ReadNorFlash};
 /// Why the state could not be read or written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum StateError {
     /// The flash driver failed.
     Flash(FlashFault),

@@ -107,6 +107,7 @@ pub struct DeviceInfo {
 
 /// Why a board description was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum BoardError {
     /// The file could not be read.
     Io(String),
@@ -321,6 +322,39 @@ mod tests {
         let fits = text.replace("header_size = 0x8000", "header_size = 0x200");
         let fits = fits.replace("vector_alignment = 0x400", "vector_alignment = 0x200");
         assert!(BoardDescription::parse(&fits).is_ok());
+    }
+
+    /// A description whose `[flash]` disagrees with itself or with its `[layout]` is refused with
+    /// the layout's error (the host tool reports the same text, tests/tests/host_tool.rs).
+    #[test]
+    fn refuses_a_flash_section_that_disagrees_with_itself() {
+        let whole = shipped();
+        let odd = whole.replace("size = 0x01000000", "size = 0x01000800");
+        assert_eq!(
+            BoardDescription::parse(&odd),
+            Err(BoardError::Layout(LayoutError::FlashNotWholeSectors {
+                flash_size: 0x0100_0800,
+                erase_size: 4096
+            }))
+        );
+        assert_eq!(
+            BoardDescription::parse(&odd).unwrap_err().to_string(),
+            "[layout]: flash size 0x1000800 is not a whole number of 0x1000-byte erase sectors"
+        );
+        // 64 KiB sectors: the 16 KiB state region is not made of whole sectors.
+        let coarse = whole.replace("erase_size = 4096", "erase_size = 0x10000");
+        assert_eq!(
+            BoardDescription::parse(&coarse),
+            Err(BoardError::Layout(LayoutError::NotEraseAligned(
+                crate::layout::RegionName::State
+            )))
+        );
+        // Another geometry that agrees with the layout is accepted.
+        let other = whole
+            .replace("write_size = 4 ", "write_size = 16")
+            .replace("erase_size = 4096", "erase_size = 0x2000");
+        let layout = BoardDescription::parse(&other).unwrap().layout().unwrap();
+        assert_eq!((layout.write_size(), layout.erase_size()), (16, 0x2000));
     }
 
     #[test]

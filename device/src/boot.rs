@@ -32,6 +32,8 @@ use embedded_storage::nor_flash::NorFlash;
 
 /// Why the bootloader left a bank during this boot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum RollbackCause {
     /// The trial image used all its boot attempts without confirming.
     AttemptsExhausted,
@@ -55,6 +57,8 @@ impl fmt::Display for RollbackCause {
 
 /// Why this bank boots.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum BootReason {
     /// The preferred bank holds a confirmed image.
     Normal,
@@ -109,6 +113,7 @@ impl fmt::Display for BootReason {
 
 /// The result: which bank to jump to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct BootDecision {
     /// The bank to boot.
     pub bank: Bank,
@@ -122,6 +127,8 @@ pub struct BootDecision {
 
 /// Why nothing can boot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum BootError {
     /// Neither bank holds a bootable, verified image. The shim reports it and stops.
     NoBootableImage {
@@ -138,6 +145,8 @@ pub enum BootError {
 
 /// Why one bank cannot boot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum Unbootable {
     /// The state says the bank is empty (or being written).
     Empty,

@@ -28,9 +28,11 @@
 //! ```
 
 use core::fmt;
+use embedded_storage::nor_flash::NorFlash;
 
 /// One of the two firmware banks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum Bank {
     /// The first bank (the factory image goes here).
     A,
@@ -70,14 +72,17 @@ impl fmt::Display for Bank {
 
 /// A byte offset inside the flash device (not a CPU address).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct FlashOffset(pub u32);
 
 /// A size in bytes of a flash area.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct ByteSize(pub u32);
 
 /// A contiguous area of flash: `[offset, offset + size)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct Region {
     /// First byte of the region.
     pub offset: FlashOffset,
@@ -109,6 +114,7 @@ impl Region {
 
 /// The name of a region, for error messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum RegionName {
     /// The boot state region.
     State,
@@ -127,6 +133,8 @@ impl fmt::Display for RegionName {
 
 /// Why a layout was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum LayoutError {
     /// WRITE_SIZE must be a power of two in 1..=32 and ERASE_SIZE a power of two in 1 KiB..=128 KiB
     /// that is a multiple of WRITE_SIZE.
@@ -156,10 +164,20 @@ pub enum LayoutError {
     BanksSwapped,
     /// A [`LayoutBuilder`] was built without this field.
     Missing(LayoutField),
+    /// The flash size is not a whole number of erase sectors (a flash device always is: the
+    /// size or the erase size is wrong).
+    FlashNotWholeSectors {
+        /// The flash size given.
+        flash_size: u32,
+        /// The erase size given.
+        erase_size: u32,
+    },
 }
 
 /// The fields of a [`LayoutBuilder`], for [`LayoutError::Missing`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum LayoutField {
     /// [`LayoutBuilder::flash_size`].
     FlashSize,
@@ -214,11 +232,98 @@ impl fmt::Display for LayoutError {
                 f.write_str("bank A lies above bank B (swapped?): bank A must be the lower bank")
             }
             LayoutError::Missing(field) => write!(f, "layout has no {field}"),
+            LayoutError::FlashNotWholeSectors {
+                flash_size,
+                erase_size,
+            } => write!(
+                f,
+                "flash size {flash_size:#x} is not a whole number of {erase_size:#x}-byte erase \
+                 sectors"
+            ),
         }
     }
 }
 
 impl core::error::Error for LayoutError {}
+
+/// Why a flash driver was refused for a layout: the driver's geometry is not the one the layout
+/// (the board description) states. Either number can be the wrong one; on a board whose layout
+/// comes from `twinbank.toml`, the file's `[flash]` section must say what the driver says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum GeometryError {
+    /// `NorFlash::WRITE_SIZE` differs from the layout's write size.
+    WriteSize {
+        /// The layout's write size (`[flash] write_size`).
+        layout: u32,
+        /// The driver's `WRITE_SIZE`.
+        driver: u32,
+    },
+    /// `NorFlash::ERASE_SIZE` differs from the layout's erase size.
+    EraseSize {
+        /// The layout's erase size (`[flash] erase_size`).
+        layout: u32,
+        /// The driver's `ERASE_SIZE`.
+        driver: u32,
+    },
+    /// `ReadNorFlash::READ_SIZE` is not a power of two up to
+    /// [`MAX_READ_SIZE`](crate::flash::MAX_READ_SIZE) (reads are bounced through a buffer that
+    /// large).
+    ReadSize {
+        /// The driver's `READ_SIZE`.
+        driver: u32,
+    },
+    /// `capacity()` differs from the layout's flash size.
+    Capacity {
+        /// The layout's flash size (`[flash] size`).
+        layout: u32,
+        /// The driver's capacity.
+        driver: u64,
+    },
+}
+
+impl GeometryError {
+    /// A few words for the bootloader's boot line (no formatting machinery needed).
+    pub fn summary(&self) -> &'static str {
+        match self {
+            GeometryError::WriteSize { .. } => "flash write size differs from the layout",
+            GeometryError::EraseSize { .. } => "flash erase size differs from the layout",
+            GeometryError::ReadSize { .. } => "flash read size unsupported",
+            GeometryError::Capacity { .. } => "flash capacity differs from the layout",
+        }
+    }
+}
+
+impl fmt::Display for GeometryError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            GeometryError::WriteSize { layout, driver } => write!(
+                f,
+                "the flash driver's WRITE_SIZE is {driver} bytes, the layout's write size \
+                 {layout}"
+            ),
+            GeometryError::EraseSize { layout, driver } => write!(
+                f,
+                "the flash driver's ERASE_SIZE is {driver:#x} bytes, the layout's erase size \
+                 {layout:#x}"
+            ),
+            GeometryError::ReadSize { driver } => write!(
+                f,
+                "the flash driver's READ_SIZE is {driver} bytes; supported: a power of two up \
+                 to {}",
+                crate::flash::MAX_READ_SIZE
+            ),
+            GeometryError::Capacity { layout, driver } => write!(
+                f,
+                "the flash driver's capacity is {driver:#x} bytes, the layout's flash size \
+                 {layout:#x}"
+            ),
+        }
+    }
+}
+
+impl core::error::Error for GeometryError {}
 
 /// Builds a [`Layout`] from named fields; [`LayoutBuilder::build`] checks every invariant.
 ///
@@ -322,9 +427,11 @@ pub const MAX_ERASE_SIZE: u32 = 128 * 1024;
 /// - the state region holds at least two erase sectors;
 /// - both banks have the same size, and bank A lies below bank B.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct Layout {
     state: Region,
     banks: [Region; 2],
+    flash_size: u32,
     write_size: u32,
     erase_size: u32,
     base_address: u32,
@@ -392,6 +499,12 @@ impl Layout {
                 erase_size,
             });
         }
+        if !flash_size.is_multiple_of(erase_size) {
+            return Err(LayoutError::FlashNotWholeSectors {
+                flash_size,
+                erase_size,
+            });
+        }
         let named = [
             (RegionName::State, state),
             (RegionName::Bank(Bank::A), bank_a),
@@ -448,6 +561,7 @@ impl Layout {
         Ok(Layout {
             state,
             banks: [bank_a, bank_b],
+            flash_size,
             write_size,
             erase_size,
             base_address,
@@ -478,6 +592,51 @@ impl Layout {
     /// CPU address of flash offset 0.
     pub fn base_address(&self) -> u32 {
         self.base_address
+    }
+
+    /// Capacity of the flash device the layout describes (bytes).
+    pub fn flash_size(&self) -> u32 {
+        self.flash_size
+    }
+
+    /// Checks that `flash` is the device this layout describes: its `NorFlash::WRITE_SIZE`,
+    /// `ERASE_SIZE` and `capacity()` are the layout's write size, erase size and flash size, and
+    /// its `READ_SIZE` is one the crate reads through (a power of two up to
+    /// [`MAX_READ_SIZE`](crate::flash::MAX_READ_SIZE)).
+    ///
+    /// The crate calls it where a layout first meets a flash handle,
+    /// [`StateStore::open`](crate::state::StateStore::open), which every entry point
+    /// ([`decide`](crate::boot::decide), [`Updater::new`](crate::update::Updater::new), the
+    /// recovery updater) goes through first; a board may call it earlier to fail at start-up.
+    /// With a layout and a driver fixed at build time the compiler folds it away.
+    pub fn check_flash<F: NorFlash>(&self, flash: &F) -> Result<(), GeometryError> {
+        let driver = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+        if driver(F::WRITE_SIZE) != self.write_size {
+            return Err(GeometryError::WriteSize {
+                layout: self.write_size,
+                driver: driver(F::WRITE_SIZE),
+            });
+        }
+        if driver(F::ERASE_SIZE) != self.erase_size {
+            return Err(GeometryError::EraseSize {
+                layout: self.erase_size,
+                driver: driver(F::ERASE_SIZE),
+            });
+        }
+        let read = F::READ_SIZE;
+        if read == 0 || !read.is_power_of_two() || read > crate::flash::MAX_READ_SIZE {
+            return Err(GeometryError::ReadSize {
+                driver: driver(read),
+            });
+        }
+        let capacity = u64::try_from(flash.capacity()).unwrap_or(u64::MAX);
+        if capacity != u64::from(self.flash_size) {
+            return Err(GeometryError::Capacity {
+                layout: self.flash_size,
+                driver: capacity,
+            });
+        }
+        Ok(())
     }
 
     /// Program granularity (bytes).
@@ -583,6 +742,13 @@ mod tests {
             Layout::new(1 << 20, 3, K4, 0, s, a, b),
             Err(LayoutError::UnsupportedGeometry {
                 write_size: 3,
+                erase_size: K4
+            })
+        );
+        assert_eq!(
+            Layout::new((1 << 20) + 512, 4, K4, 0, s, a, b),
+            Err(LayoutError::FlashNotWholeSectors {
+                flash_size: (1 << 20) + 512,
                 erase_size: K4
             })
         );

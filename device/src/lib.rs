@@ -59,7 +59,7 @@ pub mod update;
 
 pub use boot::{decide, decide_with, BootDecision, BootError, BootReason, RollbackCause};
 pub use image::{DeviceIds, ImageError, Manifest, TrustedKey, Uuid, Version};
-pub use layout::{Bank, Layout, LayoutError, Region};
+pub use layout::{Bank, GeometryError, Layout, LayoutError, Region};
 pub use state::{Attempts, BankState, BootState, ImageId};
 pub use update::{UpdateError, Updater};
 
@@ -72,6 +72,30 @@ pub use ed25519_dalek::SigningKey;
 impl core::error::Error for UpdateError {}
 impl core::error::Error for BootError {}
 impl core::error::Error for state::StateError {}
+
+// The `defmt` feature's promise, checked by every build with it: the types a firmware logs
+// implement `defmt::Format`.
+#[cfg(feature = "defmt")]
+const _: () = {
+    const fn logs<T: defmt::Format>() {}
+    logs::<BootDecision>();
+    logs::<BootError>();
+    logs::<UpdateError>();
+    logs::<state::StateError>();
+    logs::<ImageError>();
+    logs::<LayoutError>();
+    logs::<GeometryError>();
+    logs::<delta::DeltaError>();
+    logs::<protocol::message::RemoteError>();
+    logs::<protocol::FrameError>();
+    logs::<flash::FlashFault>();
+    logs::<BootState>();
+    logs::<BankState>();
+    logs::<ImageId>();
+    logs::<Version>();
+    logs::<Bank>();
+    logs::<Layout>();
+};
 
 /// Everything the device knows about itself: where things are, whom it trusts, what it is.
 #[derive(Debug, Clone, Copy)]

@@ -30,6 +30,7 @@ use std::vec::Vec;
 
 /// Errors of the strict flash.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum StrictError {
     /// Misaligned access.
     NotAligned,
@@ -43,6 +44,24 @@ pub enum StrictError {
     /// Power was cut at this operation (or earlier and not restored).
     PowerCut,
 }
+
+impl core::fmt::Display for StrictError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            StrictError::NotAligned => f.write_str("flash access not aligned"),
+            StrictError::OutOfBounds => f.write_str("flash access out of bounds"),
+            StrictError::ProgramTwice { offset } => {
+                write!(
+                    f,
+                    "write unit at {offset:#x} programmed twice without an erase"
+                )
+            }
+            StrictError::PowerCut => f.write_str("power cut"),
+        }
+    }
+}
+
+impl std::error::Error for StrictError {}
 
 impl NorFlashError for StrictError {
     fn kind(&self) -> NorFlashErrorKind {
@@ -380,6 +399,64 @@ impl<const W: usize, const E: usize> NorFlash for StrictFlash<W, E> {
         self.counters.writes += 1;
         self.counters.bytes_written += bytes.len() as u64;
         Ok(())
+    }
+}
+
+/// Work to run on a [`StrictFlash`] whose geometry is only known at run time (a board
+/// description's): see [`with_geometry`].
+pub trait GeometryVisitor {
+    /// What the work returns.
+    type Output;
+    /// Runs on a strict flash with write size `W` and erase size `E`.
+    fn visit<const W: usize, const E: usize>(self, flash: StrictFlash<W, E>) -> Self::Output;
+}
+
+/// Runs `visitor` on a [`StrictFlash`] holding `contents` with the given write and erase size
+/// (the [`NorFlash`] constants a driver of that geometry has), so that a tool reading the geometry
+/// from a board description drives the device crate through a flash that agrees with the layout
+/// ([`crate::Layout::check_flash`]). `None` when the geometry is outside the supported ranges
+/// ([`crate::layout::MIN_WRITE_SIZE`]..) or `contents` is not a whole number of sectors.
+pub fn with_geometry<V: GeometryVisitor>(
+    write_size: u32,
+    erase_size: u32,
+    contents: &[u8],
+    visitor: V,
+) -> Option<V::Output> {
+    fn by_erase<const W: usize, V: GeometryVisitor>(
+        erase_size: u32,
+        contents: &[u8],
+        v: V,
+    ) -> Option<V::Output> {
+        fn run<const W: usize, const E: usize, V: GeometryVisitor>(
+            contents: &[u8],
+            v: V,
+        ) -> Option<V::Output> {
+            contents
+                .len()
+                .is_multiple_of(E)
+                .then(|| v.visit(StrictFlash::<W, E>::from_bytes(contents)))
+        }
+        const K: usize = 1024;
+        match erase_size as usize {
+            K => run::<W, K, V>(contents, v),
+            0x800 => run::<W, 0x800, V>(contents, v),
+            0x1000 => run::<W, 0x1000, V>(contents, v),
+            0x2000 => run::<W, 0x2000, V>(contents, v),
+            0x4000 => run::<W, 0x4000, V>(contents, v),
+            0x8000 => run::<W, 0x8000, V>(contents, v),
+            0x1_0000 => run::<W, 0x1_0000, V>(contents, v),
+            0x2_0000 => run::<W, 0x2_0000, V>(contents, v),
+            _ => None,
+        }
+    }
+    match write_size {
+        1 => by_erase::<1, V>(erase_size, contents, visitor),
+        2 => by_erase::<2, V>(erase_size, contents, visitor),
+        4 => by_erase::<4, V>(erase_size, contents, visitor),
+        8 => by_erase::<8, V>(erase_size, contents, visitor),
+        16 => by_erase::<16, V>(erase_size, contents, visitor),
+        32 => by_erase::<32, V>(erase_size, contents, visitor),
+        _ => None,
     }
 }
 

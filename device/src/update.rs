@@ -83,6 +83,8 @@ use embedded_storage::nor_flash::NorFlash;
 /// Why an update operation was refused or failed. Refusals leave the state and the running bank
 /// untouched.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum UpdateError {
     /// The image (or its manifest) was refused.
     Image(ImageError),

@@ -212,17 +212,14 @@ pub struct FlashReport {
 
 /// Reads a flash image through the device crate (state store and image verification).
 pub fn report(config: &Config<'_>, flash: &[u8]) -> Result<FlashReport, CliError> {
-    let store = StateStore::open(&mut SliceFlash(flash), &config.layout)
+    let state = StateStore::peek(&mut SliceFlash(flash), &config.layout)
         .map_err(|e| CliError::input(format!("state region: {e}")))?;
     let images = Bank::ALL.map(|bank| {
         verify_image(&mut SliceFlash(flash), &config.verify_params(bank, 0))
             .map(|v| ImageId::of(&v))
             .map_err(|e| e.to_string())
     });
-    Ok(FlashReport {
-        state: store.current().copied(),
-        images,
-    })
+    Ok(FlashReport { state, images })
 }
 
 /// Places the bootloader at the flash offset it was linked for, when the layout leaves room.
@@ -378,28 +375,51 @@ fn print_summary(
 /// without writing anything.
 fn self_check(flash: &[u8], config: &Config<'_>, state: &BootState) -> Result<(), CliError> {
     let fail = |m: String| CliError::refused(format!("internal error: factory image check: {m}"));
-    let store = StateStore::open(&mut SliceFlash(flash), &config.layout)
+    let found = StateStore::peek(&mut SliceFlash(flash), &config.layout)
         .map_err(|e| fail(e.to_string()))?;
-    if store.current() != Some(state) {
+    if found.as_ref() != Some(state) {
         return Err(fail(
             "the state store does not read back the factory state".into(),
         ));
     }
-    // 1-byte writes and 1 KiB sectors are compatible with every supported geometry.
-    let mut padded = flash.to_vec();
-    padded.resize(flash.len().div_ceil(1024) * 1024, 0xFF);
-    let mut f = StrictFlash::<1, 1024>::from_bytes(&padded);
-    for boot in 0..2 {
-        let d = twinbank::decide(&mut f, config).map_err(|e| fail(format!("{e:?}")))?;
-        if d.bank != Bank::A || d.reason != BootReason::Normal {
-            return Err(fail(format!(
-                "boot {boot} chose bank {} ({})",
-                d.bank, d.reason
-            )));
+    // Booted through a strict flash of the board's own geometry (the device crate refuses a
+    // driver that disagrees with the layout).
+    let layout = config.layout;
+    twinbank::testing::with_geometry(
+        layout.write_size(),
+        layout.erase_size(),
+        flash,
+        BootTwice { config },
+    )
+    .unwrap_or_else(|| {
+        Err(format!(
+            "no strict flash of write size {} and erase size {:#x} for {} bytes",
+            layout.write_size(),
+            layout.erase_size(),
+            flash.len()
+        ))
+    })
+    .map_err(fail)
+}
+
+/// Boots a factory flash twice: bank A, normally, both times, writing nothing.
+struct BootTwice<'c, 'k> {
+    config: &'c Config<'k>,
+}
+
+impl twinbank::testing::GeometryVisitor for BootTwice<'_, '_> {
+    type Output = Result<(), String>;
+
+    fn visit<const W: usize, const E: usize>(self, mut f: StrictFlash<W, E>) -> Self::Output {
+        for boot in 0..2 {
+            let d = twinbank::decide(&mut f, self.config).map_err(|e| e.to_string())?;
+            if d.bank != Bank::A || d.reason != BootReason::Normal {
+                return Err(format!("boot {boot} chose bank {} ({})", d.bank, d.reason));
+            }
         }
+        if f.counters.writes != 0 || f.counters.erases != 0 {
+            return Err("booting the factory image changed the state".into());
+        }
+        Ok(())
     }
-    if f.counters.writes != 0 || f.counters.erases != 0 {
-        return Err(fail("booting the factory image changed the state".into()));
-    }
-    Ok(())
 }

@@ -1485,3 +1485,94 @@ fn an_explicit_board_file_is_always_read_and_works_from_any_directory() {
         ],
     );
 }
+
+/// A board description whose `[flash]` disagrees with itself is refused by the host tool with
+/// the text the device crate's loader gives (`BoardDescription::load`), whatever the command;
+/// a board of another geometry provisions a flash that boots through a driver of that geometry
+/// (the device crate refuses a driver that disagrees with the layout).
+#[test]
+fn a_board_that_disagrees_with_itself_gets_the_loaders_error_and_other_geometries_work() {
+    let d = tempdir();
+    let dir = d.path();
+    let (key, img) = signed_fixture(dir);
+    let shipped = std::fs::read_to_string(board_path()).unwrap();
+    let odd = dir.join("odd.toml");
+    std::fs::write(
+        &odd,
+        shipped.replace("size = 0x01000000", "size = 0x01000800"),
+    )
+    .unwrap();
+    let expected = BoardDescription::load(&odd).unwrap_err().to_string();
+    assert!(
+        expected.contains("not a whole number of 0x1000-byte erase sectors"),
+        "{expected}"
+    );
+    let provision = [
+        "provision",
+        "-k",
+        s(&key),
+        "--image-a",
+        s(&img),
+        "-o",
+        "flash.bin",
+        "--board",
+        s(&odd),
+    ];
+    fails(dir, 2, &expected, &provision);
+    fails(
+        dir,
+        2,
+        &expected,
+        &[
+            "sign",
+            "-k",
+            s(&key),
+            "--version",
+            "1",
+            "--bank",
+            "A",
+            "app.bin",
+            "-o",
+            "x.bin",
+            "--board",
+            s(&odd),
+        ],
+    );
+    assert!(!dir.join("flash.bin").exists() && !dir.join("x.bin").exists());
+
+    // 16-byte writes and 8 KiB sectors: the layout's regions are whole sectors, so it agrees.
+    let coarse = dir.join("coarse.toml");
+    std::fs::write(
+        &coarse,
+        shipped
+            .replace("write_size = 4 ", "write_size = 16")
+            .replace("erase_size = 4096", "erase_size = 0x2000"),
+    )
+    .unwrap();
+    let mut args = provision;
+    args[8] = s(&coarse);
+    ok(dir, &args);
+    let flash = std::fs::read(dir.join("flash.bin")).unwrap();
+    let b = BoardDescription::load(&coarse).unwrap();
+    let layout = b.layout().unwrap();
+    let pubk = dir.join("key.pub.pem");
+    ok(dir, &["getpub", "-k", s(&key), "-o", s(&pubk)]);
+    let keys = [trusted_key_from_pem(&std::fs::read_to_string(&pubk).unwrap()).unwrap()];
+    let config = Config {
+        layout,
+        keys: &keys,
+        ids: b.ids().unwrap(),
+        attempts: b.attempts().unwrap(),
+    };
+    let mut f = StrictFlash::<16, 0x2000>::from_bytes(&flash);
+    let dcs = twinbank::decide(&mut f, &config).unwrap();
+    assert_eq!((dcs.bank, dcs.reason), (Bank::A, BootReason::Normal));
+    // The shipped geometry's driver is refused for this layout.
+    let mut wrong = StrictFlash::<4, 4096>::from_bytes(&flash);
+    assert_eq!(
+        twinbank::decide(&mut wrong, &config)
+            .unwrap_err()
+            .to_string(),
+        "flash geometry: the flash driver's WRITE_SIZE is 4 bytes, the layout's write size 16"
+    );
+}

@@ -62,6 +62,7 @@ impl Default for EncodeOptions {
 
 /// Why a patch could not be made.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum EncodeError {
     /// The base is not a complete signed image.
     Base(ImageError),

@@ -42,6 +42,8 @@ use core::fmt;
 
 /// What is wrong with a patch's body (the compressed op stream), found while applying it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum Corruption {
     /// An LZ back-reference reaches before the first byte decoded, or past the window.
     LzOffset,
@@ -89,6 +91,8 @@ impl fmt::Display for Corruption {
 /// leaves the flash untouched; later failures leave the running bank and the boot state as they
 /// were (the other bank is recorded empty when its content cannot be trusted).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum DeltaError {
     /// The updater refused or failed (manifest, signature, flash, state).
     Update(UpdateError),
@@ -172,6 +176,8 @@ impl fmt::Display for DeltaError {
 }
 
 impl core::error::Error for DeltaError {}
+
+impl core::error::Error for Corruption {}
 
 impl From<UpdateError> for DeltaError {
     fn from(e: UpdateError) -> Self {

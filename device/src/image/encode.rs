@@ -34,6 +34,7 @@ pub struct ImageBuilder {
 
 /// Why an image could not be built.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum EncodeError {
     /// Header size below 32 bytes.
     HeaderTooSmall(u16),
@@ -146,6 +147,7 @@ impl ImageBuilder {
 
 /// The algorithm of a key that is not an Ed25519 key, as far as it can be told.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum KeyAlgorithm {
     /// RSA (PKCS#1 or PKCS#8/SPKI `rsaEncryption`, RSASSA-PSS).
     Rsa,
@@ -185,6 +187,7 @@ impl fmt::Display for KeyAlgorithm {
 
 /// Why a key could not be used. The messages name what the file is and what to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum KeyError {
     /// The file is empty.
     Empty,

@@ -115,8 +115,24 @@ impl fmt::Display for Version {
     }
 }
 
+/// As [`Display`](fmt::Display): `1.2.3+4`.
+#[cfg(feature = "defmt")]
+impl defmt::Format for Version {
+    fn format(&self, f: defmt::Formatter<'_>) {
+        defmt::write!(
+            f,
+            "{=u8}.{=u8}.{=u16}+{=u32}",
+            self.major,
+            self.minor,
+            self.revision,
+            self.build
+        );
+    }
+}
+
 /// Why a version string was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct VersionParseError;
 
 impl fmt::Display for VersionParseError {
@@ -177,6 +193,8 @@ pub struct ImageHeader {
 
 /// Why header bytes were refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum HeaderError {
     /// The magic is not 0x96f3b83d (erased bank, or not an MCUboot image).
     BadMagic(u32),

@@ -91,6 +91,8 @@ impl TrustedKey {
 
 /// Why an image was refused. One variant per cause, so tools and tests can tell them apart.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum ImageError {
     /// The flash driver failed.
     Flash(FlashFault),

@@ -10,6 +10,8 @@ pub const DELIMITER: u8 = 0x00;
 
 /// Why a frame was not accepted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum FrameError {
     /// More than [`MAX_FRAME`] bytes before a delimiter: dropped.
     Oversized,

@@ -204,6 +204,8 @@ pub enum Response {
 
 /// Errors a device reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum RemoteError {
     /// The frame could not be read.
     Frame(FrameError),

@@ -33,6 +33,7 @@ pub use store::{StateError, StateStore};
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
 )]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct Attempts(u8);
 
 impl Attempts {
@@ -65,6 +66,7 @@ impl Default for Attempts {
 /// Which image a bank holds: enough to recognise it (digest) and to reason about it without
 /// reading the bank (version, counter, size).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct ImageId {
     /// Version from the image header.
     pub version: Version,
@@ -78,6 +80,7 @@ pub struct ImageId {
 
 /// How far an upload into a bank got, as far as the flash proves it (see [`BankState::Receiving`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct Receiving {
     /// The image being written, as announced by the host (not verified yet).
     pub image: ImageId,
@@ -98,6 +101,7 @@ pub struct Receiving {
 ///
 /// Variants are never reordered: the serial protocol carries this enum by variant index.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum ReceivingKind {
     /// Announced with its whole manifest before the first byte (native protocol,
     /// [`crate::Updater::begin`]): `image` is the image's identity, signature checked.
@@ -117,6 +121,7 @@ pub enum ReceivingKind {
 ///
 /// Variants are never reordered: the serial protocol carries this enum by variant index.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum BankState {
     /// Nothing bootable: erased, being written by an update, or a fallback given up for one.
     Empty,
@@ -190,6 +195,7 @@ impl fmt::Display for BankState {
 
 /// The whole boot state (one record).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct BootState {
     /// The bank the bootloader tries first.
     pub preferred: Bank,

@@ -28,12 +28,14 @@ use super::record::{decode, encode, RECORD_SIZE};
 use super::BootState;
 use crate::flash::{fault, FlashFault};
 use crate::flash::{read_exact, ERASED};
-use crate::layout::Layout;
+use crate::layout::{GeometryError, Layout};
 use core::fmt;
 use embedded_storage::nor_flash::{NorFlash, ReadNorFlash};
 
 /// Why the state could not be read or written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum StateError {
     /// The flash driver failed.
     Flash(FlashFault),
@@ -42,12 +44,18 @@ pub enum StateError {
     /// The sequence number reached its maximum (after 4 billion changes; not reachable in a
     /// device's life, refused rather than wrapped).
     SequenceExhausted,
+    /// The flash driver's geometry is not the layout's ([`Layout::check_flash`]): nothing was
+    /// read or written.
+    Geometry(GeometryError),
 }
 
 impl StateError {
     /// A few words for the bootloader's boot line (no formatting machinery needed).
     pub fn summary(&self) -> &'static str {
-        "state error"
+        match self {
+            StateError::Geometry(e) => e.summary(),
+            _ => "state error",
+        }
     }
 }
 
@@ -59,6 +67,7 @@ impl fmt::Display for StateError {
                 f.write_str("state record did not read back as written")
             }
             StateError::SequenceExhausted => f.write_str("state sequence number exhausted"),
+            StateError::Geometry(e) => write!(f, "flash geometry: {e}"),
         }
     }
 }
@@ -98,10 +107,28 @@ impl StateStore {
         self.region_offset + sector * self.erase_size + slot * RECORD_SIZE as u32
     }
 
-    /// Scans the state region and finds the newest valid record.
+    /// Checks the flash against the layout ([`Layout::check_flash`]: a driver whose geometry is
+    /// not the layout's is refused with [`StateError::Geometry`] before anything is read), then
+    /// scans the state region and finds the newest valid record.
     ///
-    /// Reads each slot once; stack: one record buffer.
-    pub fn open<F: ReadNorFlash>(flash: &mut F, layout: &Layout) -> Result<StateStore, StateError> {
+    /// Every entry point of the crate that takes a flash handle opens the store first, so this is
+    /// the one place the geometry is checked. Reads each slot once; stack: one record buffer.
+    pub fn open<F: NorFlash>(flash: &mut F, layout: &Layout) -> Result<StateStore, StateError> {
+        layout.check_flash(flash).map_err(StateError::Geometry)?;
+        Self::scanned(flash, layout)
+    }
+
+    /// The newest valid state of a flash *image* read as it is (a file, a dump, a buffer in a
+    /// [`SliceFlash`](crate::flash::SliceFlash)), `None` when it holds no valid record. Tools use
+    /// it where no driver exists to check the geometry against; nothing can be written through it.
+    pub fn peek<F: ReadNorFlash>(
+        flash: &mut F,
+        layout: &Layout,
+    ) -> Result<Option<BootState>, StateError> {
+        Ok(Self::scanned(flash, layout)?.current)
+    }
+
+    fn scanned<F: ReadNorFlash>(flash: &mut F, layout: &Layout) -> Result<StateStore, StateError> {
         let mut store = StateStore {
             region_offset: layout.state().offset.0,
             sectors: layout.state_sectors(),

@@ -89,6 +89,7 @@ impl fmt::Display for UploadStage {
 
 /// A broken invariant.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Violation {
     /// A NOR flash rule was broken (a unit programmed twice, a misaligned access).
     Flash(StrictError),
@@ -209,10 +210,9 @@ pub fn region_bytes(flash: &[u8], region: Region) -> &[u8] {
 
 /// The newest valid state in a flash image, as the device would read it.
 pub fn read_state(flash: &[u8], layout: &Layout) -> Option<BootState> {
-    StateStore::open(&mut SliceFlash(flash), layout)
-        .ok()?
-        .current()
-        .copied()
+    StateStore::peek(&mut SliceFlash(flash), layout)
+        .ok()
+        .flatten()
 }
 
 /// Offset of the first byte where `a` and `b` differ (a length difference counts), if any.

@@ -188,9 +188,11 @@ fn why_of(r: &BootReason) -> Why {
                 RollbackCause::AttemptsExhausted => Cause::Exhausted,
                 RollbackCause::VerifyFailed(_) => Cause::Verify,
                 RollbackCause::ImageReplaced => Cause::Replaced,
+                _ => Cause::Unknown,
             },
         ),
         BootReason::LastResort { .. } => Why::LastResort,
+        _ => Why::Unknown,
     }
 }
 
@@ -830,6 +832,9 @@ impl<'c, const W: usize, const E: usize> Life<'c, '_, W, E> {
             Why::RolledBack(_, Cause::Verify) => "boot: rolled back (verification failed)",
             Why::RolledBack(_, Cause::Replaced) => "boot: rolled back (image replaced)",
             Why::LastResort => "boot: last resort (a rejected image that verifies)",
+            Why::RolledBack(_, Cause::Unknown) | Why::Unknown => {
+                return Err("the model predicted a boot reason it does not know".into())
+            }
         });
         self.settle(&before, after, &fired, &log, None, false)?;
         // The booted bank holds a verifying image, recorded for it, above the minimum counter.

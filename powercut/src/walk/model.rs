@@ -71,6 +71,9 @@ pub enum Cause {
     Verify,
     /// The bank verifies but holds another image than recorded.
     Replaced,
+    /// A cause the device crate added after this model: never predicted, so a boot giving it
+    /// fails the comparison.
+    Unknown,
 }
 
 /// Why a bank boots.
@@ -86,6 +89,9 @@ pub enum Why {
     RolledBack(Bank, Cause),
     /// Nothing else boots: a rejected image that still verifies (issue 10's last resort).
     LastResort,
+    /// A reason the device crate added after this model: never predicted, so a boot giving it
+    /// fails the comparison.
+    Unknown,
 }
 
 /// A predicted boot.

@@ -403,10 +403,5 @@ pub(crate) fn answers(request: &Request<'_>, answer: &Response) -> bool {
             )
             | (Request::Rollback, Response::SwitchedTo(..))
             | (Request::Reboot, Response::Rebooting)
-            // The rig's server has no delta applier: every delta request is answered so.
-            | (
-                Request::DeltaBegin { .. } | Request::DeltaChunk { .. } | Request::DeltaFinish,
-                Response::Error(RemoteError::DeltaUnsupported)
-            )
     )
 }

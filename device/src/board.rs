@@ -37,6 +37,11 @@ pub struct BootloaderInfo {
     /// Most flash bytes the shim (without serial recovery) may take: vector table, code,
     /// read-only data and initial data. Usually the bootloader's flash sector(s).
     pub flash_budget: u32,
+    /// How long (milliseconds) a shim built with serial recovery listens on its UART after each
+    /// reset for the operator's recovery request (0, the default: no window; for boards whose
+    /// console line is noisy or where boot time matters).
+    #[serde(default)]
+    pub recovery_window_ms: u32,
 }
 
 /// `[board]`: a name for messages.
@@ -321,6 +326,18 @@ mod tests {
         let fits = text.replace("header_size = 0x8000", "header_size = 0x200");
         let fits = fits.replace("vector_alignment = 0x400", "vector_alignment = 0x200");
         assert!(BoardDescription::parse(&fits).is_ok());
+    }
+
+    #[test]
+    fn the_recovery_window_is_off_unless_set() {
+        let d = BoardDescription::parse(&shipped()).unwrap();
+        assert_eq!(d.bootloader.as_ref().unwrap().recovery_window_ms, 0);
+        let text = shipped().replace(
+            "flash_budget = 27648",
+            "flash_budget = 27648\nrecovery_window_ms = 300",
+        );
+        let d = BoardDescription::parse(&text).unwrap();
+        assert_eq!(d.bootloader.unwrap().recovery_window_ms, 300);
     }
 
     #[test]

@@ -56,6 +56,21 @@ impl Variant {
         }
     }
 
+    /// The shim with serial recovery (`smp`: with SMP beside the native protocol).
+    pub fn shim_recovery(smp: bool) -> Variant {
+        Variant {
+            name: if smp {
+                "shim-recovery-smp".into()
+            } else {
+                "shim-recovery".into()
+            },
+            package: "twinbank-shim",
+            bin: "twinbank-shim",
+            features: vec![if smp { "recovery-smp" } else { "recovery" }],
+            env: vec![],
+        }
+    }
+
     /// A demo app build: `behaviour` is "healthy" or a feature (fail-health, crash, hang).
     pub fn app(name: &str, bank: Bank, version: &str, behaviour: &'static str) -> Variant {
         Variant {
@@ -319,6 +334,7 @@ pub fn test_build() -> Build {
 pub fn test_variants() -> Vec<Variant> {
     vec![
         Variant::shim(false),
+        Variant::shim_recovery(true),
         Variant::app("app-v1-A", Bank::A, "1.0.0", "healthy"),
         Variant::app("app-v2-B", Bank::B, "2.0.0", "healthy"),
         Variant::app("app-v2-B-one-line", Bank::B, "2.0.0", "delta-one-line"),

@@ -14,7 +14,9 @@
 //! - an upload signed by an untrusted key over a confirmed fallback is refused before any
 //!   erase: the fallback bank and the state region are byte-for-byte unchanged, and the
 //!   fallback boots after a rollback;
-//! - cancel of an activated update before the reboot → the running image keeps booting.
+//! - cancel of an activated update before the reboot → the running image keeps booting;
+//! - the operator sends `recover` within the board's UART window (a shim built for a board
+//!   description with `recovery_window_ms`) → recovery; nothing sent → the image boots.
 
 mod qemu_support;
 use qemu_support::*;
@@ -310,6 +312,33 @@ fn cancel_of_an_activated_update_keeps_the_running_image() {
     assert!(boot.contains("twinbank: boot A 1.0.0+0 normal"), "{boot}");
     drop(d);
     assert_eq!(dev.state().preferred, Bank::A);
+}
+
+#[test]
+fn the_operator_asks_for_recovery_within_the_uart_window() {
+    let f = fw();
+    let dev = factory("uart_window");
+    let shim = f.build.elf("shim-recovery-window");
+    // Nothing sent: the window passes and A boots.
+    let mut r = qemu::Run::new(&shim, &dev.flash, TIMEOUT);
+    r.args = vec!["halt".into()];
+    let o = r.run().unwrap();
+    dev.log(&["window, nothing sent"], &o);
+    expect_exit_ok(&o);
+    assert_eq!(o.boot_lines(), vec!["twinbank: boot A 1.0.0+0 normal"]);
+    // `recover` sent as soon as the UART is there: recovery, A kept.
+    let r = qemu::Run::new(&shim, &dev.flash, TIMEOUT);
+    let mut running = r.spawn().unwrap();
+    running.kill_after(TIMEOUT);
+    let relay = running.serve_tcp().unwrap();
+    let mut c = std::net::TcpStream::connect(relay.addr()).unwrap();
+    std::io::Write::write_all(&mut c, b"recover").unwrap();
+    let line = "twinbank: recovery (requested on the UART; bank A kept), serving";
+    let seen = running.wait_for_text(line, Duration::from_secs(20));
+    let o = running.kill9();
+    dev.log(&["window, recover sent"], &o);
+    assert!(seen, "{}", o.output);
+    assert!(!o.output.contains("app:"), "{}", o.output);
 }
 
 /// After a cut: a restart serves recovery or boots a verified image (v1 in A); never a stop.

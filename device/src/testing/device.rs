@@ -387,7 +387,23 @@ fn answers(request: &Request<'_>, answer: &Response) -> bool {
                 Response::NextOffset(_)
             )
             | (Request::UploadFinish, Response::Activated(_))
-            | (Request::Confirm | Request::Reject, Response::Done)
+            | (
+                Request::DeltaBegin { .. } | Request::DeltaChunk { .. } | Request::DeltaFinish,
+                Response::Error(RemoteError::DeltaUnsupported | RemoteError::Delta(_))
+            )
+            | (
+                Request::DeltaChunk { .. },
+                Response::Error(RemoteError::ChunkTooLarge)
+            )
+            | (
+                Request::DeltaBegin { .. } | Request::DeltaChunk { .. },
+                Response::NextOffset(_)
+            )
+            | (Request::DeltaFinish, Response::Activated(_))
+            | (
+                Request::Confirm | Request::Reject | Request::Cancel,
+                Response::Done
+            )
             | (Request::Rollback, Response::SwitchedTo(..))
             | (Request::Reboot, Response::Rebooting)
     )

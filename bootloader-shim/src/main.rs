@@ -8,6 +8,10 @@
 //!    - `twinbank: boot B 2.0.0+0 trial 2 left`
 //!    - `twinbank: boot A 1.0.0+0 rolled back from B: trial attempts exhausted`
 //!    - `twinbank: no bootable image (bank A: …; bank B: …)` — and it stops;
+//!    - with the `recovery` feature, `twinbank: recovery (no bank verifies), serving the serial
+//!      protocol` instead of stopping, or `twinbank: recovery (requested by the application; bank
+//!      A kept), …` when the application asked for it before the reset (or the operator on the
+//!      UART, within the board's window): see `recovery.rs`;
 //! 3. checks the image's vector table (alignment, initial SP in RAM, reset vector inside the
 //!    bank), arms the watchdog, sets VTOR, loads MSP and jumps; a table that fails a check is
 //!    reported (`twinbank: bad vector table at 0x… (sp 0x…, reset 0x…)`) and the shim stops.
@@ -18,6 +22,8 @@
 #![no_main]
 
 mod mem;
+#[cfg(feature = "recovery")]
+mod recovery;
 
 use core::fmt::Write as _;
 use cortex_m_rt::{entry, exception, ExceptionFrame};
@@ -31,9 +37,23 @@ use twinbank_board::{self as board, consts, exit_code, uart};
 #[no_mangle]
 static __INTERRUPTS: [unsafe extern "C" fn(); 1] = [default_interrupt];
 
+/// Without recovery the shim enables no interrupt: one that fires is a fault.
+#[cfg(not(feature = "recovery"))]
 unsafe extern "C" fn default_interrupt() {
     board::exit(exit_code::SHIM_FAULT)
 }
+
+/// In recovery, interrupt 0 is the UART's receive interrupt (it wakes the core from `wfi`; the
+/// byte stays in the UART for the loop to read).
+#[cfg(feature = "recovery")]
+unsafe extern "C" fn default_interrupt() {
+    board::uart::clear_rx_interrupt()
+}
+
+/// SysTick wakes the core in recovery, to feed the watchdog.
+#[cfg(feature = "recovery")]
+#[exception]
+fn SysTick() {}
 
 #[entry]
 fn main() -> ! {
@@ -45,9 +65,17 @@ fn main() -> ! {
     let mut flash = board::flash::Flash::new();
     let mut sha = board::sha256();
     let mut out = uart();
+    #[cfg(feature = "recovery")]
+    let asked = recovery::requested();
     // The boot line is written without `core::fmt` (twinbank::report): issue 12.
     match twinbank::decide_with(&mut flash, &config, &mut sha) {
         Ok(d) => {
+            #[cfg(feature = "recovery")]
+            if let Some(why) = asked {
+                // The decision made (an attempt spent, as a boot would) tells which bank holds
+                // the image that verifies: recovery keeps it.
+                recovery::serve(Some(d.bank), why)
+            }
             let _ = report::decision(&mut out, &d);
             let vt = checked_vector_table(&config, &d);
             #[cfg(feature = "bench")]
@@ -62,6 +90,9 @@ fn main() -> ! {
         }
         Err(e) => {
             let _ = report::error(&mut out, &e);
+            #[cfg(feature = "recovery")]
+            recovery::serve(None, recovery::Why::NothingVerifies);
+            #[cfg(not(feature = "recovery"))]
             board::exit(exit_code::NO_BOOTABLE_IMAGE)
         }
     }

@@ -37,6 +37,11 @@ pub struct BootloaderInfo {
     /// Most flash bytes the shim (without serial recovery) may take: vector table, code,
     /// read-only data and initial data. Usually the bootloader's flash sector(s).
     pub flash_budget: u32,
+    /// How long (milliseconds) a shim built with serial recovery listens on its UART after each
+    /// reset for the operator's recovery request (0, the default: no window; for boards whose
+    /// console line is noisy or where boot time matters).
+    #[serde(default)]
+    pub recovery_window_ms: u32,
 }
 
 /// `[board]`: a name for messages.
@@ -355,6 +360,18 @@ mod tests {
             .replace("erase_size = 4096", "erase_size = 0x2000");
         let layout = BoardDescription::parse(&other).unwrap().layout().unwrap();
         assert_eq!((layout.write_size(), layout.erase_size()), (16, 0x2000));
+    }
+
+    #[test]
+    fn the_recovery_window_is_off_unless_set() {
+        let shipped = shipped();
+        assert!(shipped.contains("recovery_window_ms = 0\n"));
+        let without = shipped.replace("recovery_window_ms = 0\n", "");
+        let d = BoardDescription::parse(&without).unwrap();
+        assert_eq!(d.bootloader.as_ref().unwrap().recovery_window_ms, 0);
+        let text = shipped.replace("recovery_window_ms = 0", "recovery_window_ms = 300");
+        let d = BoardDescription::parse(&text).unwrap();
+        assert_eq!(d.bootloader.unwrap().recovery_window_ms, 300);
     }
 
     #[test]

@@ -66,7 +66,7 @@ fn main() -> ExitCode {
                 .and_then(Sc::from_number)
             {
                 Some(sc) => opts.scenarios.push(sc),
-                None => return usage("--scenario needs a number 1..=12"),
+                None => return usage("--scenario needs a number 1..=19"),
             },
             "--cut" => match value(&mut i).and_then(|v| v.parse().ok()) {
                 Some(op) => cuts.push((op, "before".into(), 0)),

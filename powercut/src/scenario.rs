@@ -11,8 +11,9 @@ use twinbank::{Bank, BankState, BootDecision, BootError, BootReason, BootState};
 /// Operator rollbacks in the compaction scenario (odd: the preferred bank flips).
 pub const COMPACTION_CHANGES: usize = 5;
 
-/// The scenarios of the issue (1–9), two more that hunt specific updater paths (10, 11), and
-/// the delta install of issue 14 (12).
+/// The scenarios of the issue (1–9), two more that hunt specific updater paths (10, 11), the
+/// streamed upload and activation (12, 13), the delta install of issue 14 (14), and issue 10's
+/// serial recovery, cancel and last-resort boot (15–19).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Sc {
     /// 1: factory provisioning of a confirmed image (image + Confirmed record, through flash ops).
@@ -45,11 +46,26 @@ pub enum Sc {
     /// 14: a delta install (issue 14): a patch from the running image applied into the other
     /// bank; after a cut the patch is applied again from its start.
     DeltaInstall = 14,
+    /// 15: serial recovery on a blank device (the factory line): `Updater::for_recovery` with
+    /// nothing kept takes the factory image into bank A and activates it; after a cut the device
+    /// finds nothing bootable (recovery again: the upload is sent again) or boots it on trial.
+    RecoveryBlank = 15,
+    /// 16: serial recovery asked for by the application: the running confirmed image (A) is
+    /// kept, the upload goes into B and is activated.
+    RecoveryInstall = 16,
+    /// 17: serial recovery with a corrupted fallback: B holds the confirmed image that
+    /// verifies, A's confirmed image has rotted; the upload goes into A (never into B).
+    RecoveryOverCorrupted = 17,
+    /// 18: cancel of an activated update before the reboot: the running image stays preferred.
+    Cancel = 18,
+    /// 19: the boot decision when the trial's attempts have run out and the fallback no longer
+    /// verifies: the trial image boots again (last resort).
+    LastResort = 19,
 }
 
 impl Sc {
     /// All scenarios.
-    pub const ALL: [Sc; 14] = [
+    pub const ALL: [Sc; 19] = [
         Sc::Provision,
         Sc::Install,
         Sc::Trial,
@@ -64,6 +80,11 @@ impl Sc {
         Sc::StreamedInstall,
         Sc::Activate,
         Sc::DeltaInstall,
+        Sc::RecoveryBlank,
+        Sc::RecoveryInstall,
+        Sc::RecoveryOverCorrupted,
+        Sc::Cancel,
+        Sc::LastResort,
     ];
 
     /// From its number.
@@ -88,6 +109,11 @@ impl Sc {
             Sc::StreamedInstall => "streamed install",
             Sc::Activate => "activate (test)",
             Sc::DeltaInstall => "delta install",
+            Sc::RecoveryBlank => "recovery, blank",
+            Sc::RecoveryInstall => "recovery install",
+            Sc::RecoveryOverCorrupted => "recovery, bad A",
+            Sc::Cancel => "cancel",
+            Sc::LastResort => "last resort boot",
         }
     }
 
@@ -99,8 +125,27 @@ impl Sc {
             Sc::SecondUpdate => Some((Bank::B, ImgName::U2)),
             Sc::Rebuild => Some((Bank::A, ImgName::U1b)),
             Sc::DeltaInstall => Some((Bank::A, ImgName::D)),
+            Sc::RecoveryInstall => Some((Bank::A, ImgName::U1)),
+            Sc::RecoveryOverCorrupted => Some((Bank::B, ImgName::U2)),
             _ => None,
         }
+    }
+
+    /// True for the serial-recovery install scenarios (the upload goes through
+    /// `Updater::for_recovery`, keeping the running bank).
+    fn recovery(self) -> bool {
+        matches!(self, Sc::RecoveryInstall | Sc::RecoveryOverCorrupted)
+    }
+
+    /// True when the device may find nothing bootable after a cut (it then serves recovery).
+    fn may_find_nothing(self) -> bool {
+        matches!(self, Sc::Provision | Sc::RecoveryBlank)
+    }
+
+    /// True when the scenario may end without a confirmed image running (a trial or a
+    /// last-resort image boots; liveness is then "a verified image boots").
+    fn unconfirmed_end(self) -> bool {
+        matches!(self, Sc::RecoveryBlank | Sc::LastResort)
     }
 
     /// True when the scenario can run in this world (10 needs an image larger than one sector).
@@ -244,6 +289,52 @@ pub fn upload<const W: usize, const E: usize>(
     }
 }
 
+/// The host streams `img` to the bootloader's serial recovery (`Updater::for_recovery`, `keep`
+/// the bank whose image verifies): begin (or resume), chunks, finish (activates).
+pub fn upload_recovery<const W: usize, const E: usize>(
+    w: &World<W, E>,
+    flash: &mut DevFlash<W, E>,
+    keep: Option<Bank>,
+    img: &Img,
+) -> Result<(), Stop> {
+    let r = (|| {
+        let mut up = Updater::for_recovery(
+            &mut *flash,
+            w.config(),
+            keep,
+            twinbank::image::SoftSha256::default(),
+        )
+        .map_err(|e| ("open", e))?;
+        let total = img.bytes.len();
+        let mut next = up.begin(&img.manifest).map_err(|e| ("begin", e))? as usize;
+        while next < total {
+            let end = (next + CHUNK).min(total);
+            next = up
+                .write(next as u32, &img.bytes[next..end])
+                .map_err(|e| ("write", e))? as usize;
+        }
+        up.finish().map_err(|e| ("finish", e))?;
+        Ok(())
+    })();
+    match r {
+        Ok(()) => ok_after(flash, "recovery upload"),
+        Err((what, e)) => Err(dev_err(
+            flash,
+            &format!("recovery upload of {}: {what}", img.name),
+            e,
+        )),
+    }
+}
+
+/// Bit rot in the payload of the image in `bank` (a few bytes flipped, outside any flash
+/// operation): it no longer verifies.
+fn rot<const W: usize, const E: usize>(w: &World<W, E>, flash: &mut DevFlash<W, E>, bank: Bank) {
+    let at = w.layout.bank(bank).offset.0 as usize + twinbank::image::HEADER_SIZE + 16;
+    for b in &mut flash.inner.bytes_mut()[at..at + 4] {
+        *b ^= 0x5A;
+    }
+}
+
 /// The host sends the patch from F to D to a device running `running`: the delta applier's
 /// begin, the body in chunks, finish. Always from the patch's first byte (a restart after a cut
 /// regenerates what the bank holds without programming it again).
@@ -290,6 +381,8 @@ fn install_step<const W: usize, const E: usize>(
 ) -> Result<(), Stop> {
     if sc == Sc::DeltaInstall {
         apply_delta(w, flash, running)
+    } else if sc.recovery() {
+        upload_recovery(w, flash, Some(running), img)
     } else {
         upload(w, flash, running, img)
     }
@@ -361,7 +454,7 @@ fn updater_call<const W: usize, const E: usize, T>(
 /// Builds the flash before `sc`'s step (uncut, through the device API).
 fn setup<const W: usize, const E: usize>(w: &World<W, E>, sc: Sc) -> Result<DevFlash<W, E>, Stop> {
     let mut f = w.blank();
-    if sc == Sc::Provision {
+    if matches!(sc, Sc::Provision | Sc::RecoveryBlank) {
         return Ok(f);
     }
     provision(w, &mut f)?;
@@ -369,7 +462,25 @@ fn setup<const W: usize, const E: usize>(w: &World<W, E>, sc: Sc) -> Result<DevF
         twinbank::decide(f, &w.config()).map_err(|e| Stop::Fail(format!("setup boot: {e}")))
     };
     match sc {
-        Sc::Install | Sc::PaddedInstall | Sc::StreamedInstall | Sc::DeltaInstall => {}
+        Sc::Install
+        | Sc::PaddedInstall
+        | Sc::StreamedInstall
+        | Sc::DeltaInstall
+        | Sc::RecoveryInstall => {}
+        Sc::Cancel => upload(w, &mut f, Bank::A, w.img(ImgName::U1))?,
+        Sc::LastResort => {
+            upload(w, &mut f, Bank::A, w.img(ImgName::U1))?;
+            for _ in 0..w.attempts() {
+                boot(&mut f)?;
+            }
+            rot(w, &mut f, Bank::A);
+        }
+        Sc::RecoveryOverCorrupted => {
+            upload(w, &mut f, Bank::A, w.img(ImgName::U1))?;
+            boot(&mut f)?;
+            updater_call(w, &mut f, Bank::B, "setup confirm", |u| u.confirm())?;
+            rot(w, &mut f, Bank::A);
+        }
         Sc::Activate => upload_streamed(w, &mut f, Bank::A, w.img(ImgName::U1))?,
         Sc::Decision => {
             upload(w, &mut f, Bank::A, w.img(ImgName::U1))?;
@@ -410,7 +521,7 @@ fn setup<const W: usize, const E: usize>(w: &World<W, E>, sc: Sc) -> Result<DevF
                 }
             }
         }
-        Sc::Provision => {}
+        Sc::Provision | Sc::RecoveryBlank => {}
     }
     if !f.violations().is_empty() {
         return fail(format!("setup: NOR violations {:?}", f.violations()));
@@ -433,7 +544,13 @@ impl<'w, const W: usize, const E: usize> Case<'w, W, E> {
         let mut expected = ps;
         let (allowed, overwritten) = match sc {
             Sc::Provision => (vec![ImgName::F], Some(Bank::A)),
-            Sc::Install | Sc::PaddedInstall | Sc::Rebuild | Sc::SecondUpdate | Sc::DeltaInstall => {
+            Sc::Install
+            | Sc::PaddedInstall
+            | Sc::Rebuild
+            | Sc::SecondUpdate
+            | Sc::DeltaInstall
+            | Sc::RecoveryInstall
+            | Sc::RecoveryOverCorrupted => {
                 let (running, img) = sc.install().expect("install scenario");
                 let target = running.other();
                 *expected.bank_mut(target) = pending(w.img(img).id);
@@ -487,16 +604,29 @@ impl<'w, const W: usize, const E: usize> Case<'w, W, E> {
                 }
                 (vec![ImgName::U2, ImgName::U1], None)
             }
+            // The expected end of these is the uncut step's, run on a copy below.
+            Sc::RecoveryBlank => (vec![ImgName::F], Some(Bank::A)),
+            Sc::Cancel => (vec![ImgName::F, ImgName::U1], None),
+            // Bank A's rotted image may be marked rejected by the decision.
+            Sc::LastResort => (vec![ImgName::U1], Some(Bank::A)),
         };
-        Ok(Case {
+        let mut case = Case {
             w,
             sc,
-            pre,
+            pre: pre.clone(),
             pre_state,
             expected,
             allowed,
             overwritten,
-        })
+        };
+        if matches!(sc, Sc::RecoveryBlank | Sc::Cancel | Sc::LastResort) {
+            let mut f = pre.clone();
+            case.run(&mut f, Session::Step)?;
+            case.expected = w
+                .read_state(&mut f)
+                .ok_or_else(|| Stop::Fail("setup: no state after the uncut step".into()))?;
+        }
+        Ok(case)
     }
 
     /// A boot: the decision, checked. `None` only for "no bootable image" while provisioning.
@@ -509,7 +639,7 @@ impl<'w, const W: usize, const E: usize> Case<'w, W, E> {
                 Ok(Some(d))
             }
             Err(_) if flash.is_cut() => Err(Stop::Cut),
-            Err(BootError::NoBootableImage { .. }) if self.sc == Sc::Provision => Ok(None),
+            Err(BootError::NoBootableImage { .. }) if self.sc.may_find_nothing() => Ok(None),
             Err(e) => fail(format!("boot decision failed: {e}")),
         }
     }
@@ -655,11 +785,16 @@ impl<'w, const W: usize, const E: usize> Case<'w, W, E> {
         match session {
             Session::Step => match self.sc {
                 Sc::Provision => provision(w, flash),
+                Sc::RecoveryBlank => upload_recovery(w, flash, None, w.img(ImgName::F)),
+                Sc::Cancel => updater_call(w, flash, Bank::A, "cancel", |u| u.cancel()),
+                Sc::LastResort => self.boot(flash).map(|_| ()),
                 Sc::Install
                 | Sc::PaddedInstall
                 | Sc::Rebuild
                 | Sc::SecondUpdate
-                | Sc::DeltaInstall => {
+                | Sc::DeltaInstall
+                | Sc::RecoveryInstall
+                | Sc::RecoveryOverCorrupted => {
                     let (running, img) = self.sc.install().expect("install");
                     install_step(w, flash, self.sc, running, w.img(img))
                 }
@@ -705,6 +840,15 @@ impl<'w, const W: usize, const E: usize> Case<'w, W, E> {
             provision(w, flash)?;
             return self.booted(flash).map(|_| ());
         }
+        if self.sc == Sc::RecoveryBlank {
+            // Nothing bootable: the shim serves recovery and the factory line sends the image
+            // again (it resumes or starts afresh); then the device boots it.
+            if d.is_none() {
+                upload_recovery(w, flash, None, w.img(ImgName::F))?;
+                self.booted(flash)?;
+            }
+            return Ok(());
+        }
         let Some(d) = d else {
             return fail("no bootable image");
         };
@@ -712,7 +856,13 @@ impl<'w, const W: usize, const E: usize> Case<'w, W, E> {
             .read_state(flash)
             .ok_or_else(|| Stop::Fail("no state".into()))?;
         match self.sc {
-            Sc::Install | Sc::PaddedInstall | Sc::Rebuild | Sc::SecondUpdate | Sc::DeltaInstall => {
+            Sc::Install
+            | Sc::PaddedInstall
+            | Sc::Rebuild
+            | Sc::SecondUpdate
+            | Sc::DeltaInstall
+            | Sc::RecoveryInstall
+            | Sc::RecoveryOverCorrupted => {
                 let (running, name) = self.sc.install().expect("install");
                 let img = w.img(name);
                 let done = matches!(
@@ -767,7 +917,15 @@ impl<'w, const W: usize, const E: usize> Case<'w, W, E> {
                 }
                 Ok(())
             }
-            Sc::Trial | Sc::Decision | Sc::Provision => Ok(()),
+            // Cancel cut before its record: the trial goes ahead (the operator's cancel came
+            // too late); after it: the running image boots. The last-resort decision is taken
+            // again at the reboot.
+            Sc::Trial
+            | Sc::Decision
+            | Sc::Provision
+            | Sc::RecoveryBlank
+            | Sc::Cancel
+            | Sc::LastResort => Ok(()),
         }
     }
 
@@ -783,7 +941,13 @@ impl<'w, const W: usize, const E: usize> Case<'w, W, E> {
         };
         match self.sc {
             Sc::Provision => *s == self.expected,
-            Sc::Install | Sc::PaddedInstall | Sc::Rebuild | Sc::SecondUpdate | Sc::DeltaInstall => {
+            Sc::Install
+            | Sc::PaddedInstall
+            | Sc::Rebuild
+            | Sc::SecondUpdate
+            | Sc::DeltaInstall
+            | Sc::RecoveryInstall
+            | Sc::RecoveryOverCorrupted => {
                 let (running, name) = self.sc.install().expect("install");
                 let id = w.img(name).id;
                 let pre = self.pre_state.expect("pre");
@@ -831,6 +995,22 @@ impl<'w, const W: usize, const E: usize> Case<'w, W, E> {
                     && matches!(s.bank(Bank::B), BankState::Pending { image, .. } if *image == u1)
             }
             Sc::Compaction => both_ok(s),
+            // F on trial in A (attempts spent by the boots after the cuts), nothing in B.
+            Sc::RecoveryBlank => {
+                s.preferred == Bank::A
+                    && s.bank(Bank::B) == &BankState::Empty
+                    && matches!(s.bank(Bank::A), BankState::Pending { image, .. } if *image == f)
+            }
+            // Cancelled, or (cut before the cancel's record) the trial went ahead.
+            Sc::Cancel => {
+                *s == self.expected
+                    || (s.bank(Bank::A) == &BankState::Confirmed(f)
+                        && s.preferred == Bank::B
+                        && s.min_security_counter == 1
+                        && matches!(s.bank(Bank::B), BankState::Pending { image, attempts_left }
+                            if *image == u1 && *attempts_left < w.attempts()))
+            }
+            Sc::LastResort => *s == self.expected,
         }
     }
 
@@ -838,6 +1018,10 @@ impl<'w, const W: usize, const E: usize> Case<'w, W, E> {
     /// boots.
     pub fn check_liveness(&self, flash: &DevFlash<W, E>) -> Result<(), Stop> {
         let mut f = flash.clone();
+        if self.sc.unconfirmed_end() {
+            // A verified image boots (on trial, or as the last resort): never a dead device.
+            return self.booted(&mut f).map(|_| ());
+        }
         for _ in 0..=self.w.attempts() {
             let d = self.booted(&mut f)?;
             let state = self.w.read_state(&mut f).expect("state after a boot");

@@ -38,3 +38,16 @@ fn quick_matrix_updater_edge_cases_and_delta() {
 fn quick_matrix_streamed_upload_and_activation() {
     quick(&[Sc::StreamedInstall, Sc::Activate]);
 }
+
+/// Scenarios 15–19 (issue 10): serial recovery uploads (a blank device, the running image
+/// kept, a rotted fallback), cancel of an activated update, the last-resort boot.
+#[test]
+fn quick_matrix_recovery_cancel_last_resort() {
+    quick(&[
+        Sc::RecoveryBlank,
+        Sc::RecoveryInstall,
+        Sc::RecoveryOverCorrupted,
+        Sc::Cancel,
+        Sc::LastResort,
+    ]);
+}

@@ -165,6 +165,17 @@ fn main() {
     .unwrap();
     writeln!(
         out,
+        "/// Milliseconds the shim listens for the operator's recovery request after reset (0: \
+         no window).\npub const RECOVERY_WINDOW_MS: u32 = {};",
+        board
+            .bootloader
+            .as_ref()
+            .map(|b| b.recovery_window_ms)
+            .unwrap_or(0)
+    )
+    .unwrap();
+    writeln!(
+        out,
         "/// Trusted public keys (from TWINBANK_TRUSTED_KEYS at build time)."
     )
     .unwrap();

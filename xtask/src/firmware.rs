@@ -56,6 +56,21 @@ impl Variant {
         }
     }
 
+    /// The shim with serial recovery (`smp`: with SMP beside the native protocol).
+    pub fn shim_recovery(smp: bool) -> Variant {
+        Variant {
+            name: if smp {
+                "shim-recovery-smp".into()
+            } else {
+                "shim-recovery".into()
+            },
+            package: "twinbank-shim",
+            bin: "twinbank-shim",
+            features: vec![if smp { "recovery-smp" } else { "recovery" }],
+            env: vec![],
+        }
+    }
+
     /// A demo app build: `behaviour` is "healthy" or a feature (fail-health, crash, hang).
     pub fn app(name: &str, bank: Bank, version: &str, behaviour: &'static str) -> Variant {
         Variant {
@@ -314,12 +329,50 @@ pub fn test_build() -> Build {
     }
 }
 
-/// The variants the QEMU tests use: versions 1 (A), 2 (B), a healthy 3 (A: an update from B
-/// back into A) and three faulty 3s (B); for the delta tests, v2 with a one-line change and v1
+/// Milliseconds of the UART recovery window of the QEMU tests' window shim.
+pub const TEST_RECOVERY_WINDOW_MS: u32 = 1000;
+
+/// The board description of the window shim: the workspace's `twinbank.toml` with
+/// `recovery_window_ms` set to [`TEST_RECOVERY_WINDOW_MS`], written under
+/// `target/qemu-tests/` (same layout, keys and ids as every other test build).
+pub fn window_board() -> Result<PathBuf, String> {
+    let ws = workspace_root();
+    let text = std::fs::read_to_string(ws.join("twinbank.toml")).map_err(|e| e.to_string())?;
+    let key = "recovery_window_ms = 0";
+    if !text.contains(key) {
+        return Err(format!("twinbank.toml has no `{key}` line to change"));
+    }
+    let text = text.replace(
+        key,
+        &format!("recovery_window_ms = {TEST_RECOVERY_WINDOW_MS}"),
+    );
+    let dir = ws.join("target/qemu-tests/window-board");
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let path = dir.join("twinbank.toml");
+    if std::fs::read_to_string(&path).ok().as_deref() != Some(text.as_str()) {
+        std::fs::write(&path, text).map_err(|e| e.to_string())?;
+    }
+    Ok(path)
+}
+
+/// The variants the QEMU tests use: the shim without recovery, with recovery and SMP, with
+/// recovery and a UART window; versions 1 (A), 2 (B), a healthy 3 (A: an update from B back
+/// into A) and three faulty 3s (B); for the delta tests, v2 with a one-line change and v1
 /// built against an older dependency.
 pub fn test_variants() -> Vec<Variant> {
     vec![
         Variant::shim(false),
+        Variant::shim_recovery(true),
+        Variant {
+            name: "shim-recovery-window".into(),
+            env: vec![(
+                "TWINBANK_BOARD",
+                window_board()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default(),
+            )],
+            ..Variant::shim_recovery(false)
+        },
         Variant::app("app-v1-A", Bank::A, "1.0.0", "healthy"),
         Variant::app("app-v2-B", Bank::B, "2.0.0", "healthy"),
         Variant::app("app-v2-B-one-line", Bank::B, "2.0.0", "delta-one-line"),

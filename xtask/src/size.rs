@@ -1,5 +1,7 @@
 //! `cargo xtask size [--features F] [--elf FILE]`: the bootloader shim's flash and RAM, and the
 //! bytes each crate contributes, read from the ELF's sections and symbols (no external tools).
+//! Also builds and reports the shim with serial recovery (features `recovery` and
+//! `recovery-smp`), which the budget does not cover.
 //! Fails when the flash exceeds the budget the board description declares
 //! (`[bootloader] flash_budget` in twinbank.toml), so every change's cost is visible in CI.
 
@@ -150,7 +152,19 @@ pub fn size_cmd(elf: Option<PathBuf>, symbols: Option<usize>) -> Result<(), Stri
         Some(e) => e,
         None => {
             let b = size_build()?;
+            let recovery = [Variant::shim_recovery(false), Variant::shim_recovery(true)];
             b.build(&[Variant::shim(false)])?;
+            b.build(&recovery)?;
+            // The recovery builds are reported (BENCHMARKS.md); the budget is the default's.
+            for v in &recovery {
+                let sizes = measure(&b.elf(&v.name))?;
+                print(
+                    &format!("{} (features {})", v.name, v.features.join(",")),
+                    &sizes,
+                    None,
+                );
+                println!();
+            }
             b.elf("shim")
         }
     };

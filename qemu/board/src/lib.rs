@@ -11,6 +11,7 @@
 //! | [`uart`] | CMSDK UART0, polled | the console UART |
 //! | [`watchdog`] | CMSDK watchdog | the independent watchdog |
 //! | [`exit`], [`reset`] | semihosting `SYS_EXIT_EXTENDED`, SYSRESETREQ | halt, reset |
+//! | [`recovery`] | the app's recovery request (RAM words kept over reset), the UART window | same (RAM kept over reset, or a backup register / GPIO) |
 //! | [`session`] | test hooks: semihosting arguments, power-cut counter | absent |
 //! | [`semihosting`] | host file reads (test infrastructure: the `update=PATH` install) | absent (the app's transport) |
 //!
@@ -20,6 +21,7 @@
 #![deny(missing_docs)]
 
 pub mod flash;
+pub mod recovery;
 pub mod semihosting;
 pub mod session;
 pub mod uart;
@@ -35,6 +37,7 @@ pub mod consts {
 use core::fmt::Write as _;
 use twinbank::{Attempts, Config, Layout};
 
+pub use recovery::{request_recovery, take_recovery_request};
 pub use uart::{uart, Uart};
 
 /// Exit codes of a QEMU run (semihosting `SYS_EXIT_EXTENDED`); the tests read them.

@@ -62,6 +62,8 @@ macro_rules! set {
 pub mod flags {
     /// The app installed the image named by `update=` in this run.
     pub const UPDATE_DONE: u32 = 1;
+    /// The app asked the bootloader for recovery (`recover`) in this run.
+    pub const RECOVERY_ASKED: u32 = 2;
 }
 
 /// Called by the shim at every boot: on the first boot of a QEMU process, reads the power-cut

@@ -17,6 +17,8 @@
 //!    `twinbank::delta::Applier`, and prints the instructions the patch body cost per image byte
 //!    (`app: delta applied …`; BENCHMARKS.md, under `-icount`); `update=PATH` prints the same
 //!    figure for the full image (`app: full image written …`);
+//!    with `recover` (once per QEMU run): asks the bootloader for serial recovery
+//!    (`twinbank_board::request_recovery`) and resets (`app: recovery requested, resetting`);
 //! 4. with `resets=N`: resets itself until the shim has booted N + 1 times in this QEMU run;
 //! 5. with `halt`: prints the flash statistics of the run and ends QEMU with status 0;
 //! 6. otherwise serves the serial protocol on UART0 forever (`twinbank::protocol::Server`: what
@@ -137,6 +139,16 @@ fn main() -> ! {
             out,
             "app: confirmed image is unhealthy; nothing to roll back to"
         );
+    }
+
+    // `recover`: once per QEMU run, ask the bootloader for serial recovery and reset (what an
+    // application does when told to, e.g. by its own command channel).
+    if session::has("recover") && !session::flag(flags::RECOVERY_ASKED) {
+        session::set_flag(flags::RECOVERY_ASKED);
+        let _ = writeln!(out, "app: recovery requested, resetting");
+        board::request_recovery();
+        uart::flush();
+        board::reset()
     }
 
     let update = session::arg("update").map(|p| (p, false));

@@ -137,6 +137,11 @@ impl Fw {
     pub fn shim(&self) -> PathBuf {
         self.build.elf("shim")
     }
+
+    /// The shim with serial recovery and SMP (feature `recovery-smp`).
+    pub fn recovery_shim(&self) -> PathBuf {
+        self.build.elf("shim-recovery-smp")
+    }
 }
 
 /// One test's device: a directory with its flash file and images.
@@ -206,7 +211,13 @@ impl Device {
     /// UART to a TCP port for `twinbank serial --tcp`. QEMU is killed after [`TIMEOUT`], or when
     /// the returned [`Served`] is dropped (its UART log is then appended to `uart.log`).
     pub fn serve(&self, args: &[&str]) -> Served {
-        let mut r = Run::new(&fw().shim(), &self.flash, TIMEOUT);
+        self.serve_with(&fw().shim(), args, "app: serving the serial protocol")
+    }
+
+    /// As [`Device::serve`] with the shim ELF `shim`, ready once the device printed `ready`
+    /// (e.g. the recovery shim's `twinbank: recovery`).
+    pub fn serve_with(&self, shim: &Path, args: &[&str], ready: &str) -> Served {
+        let mut r = Run::new(shim, &self.flash, TIMEOUT);
         r.args = args.iter().map(|s| s.to_string()).collect();
         let running = r.spawn().unwrap();
         running.kill_after(TIMEOUT);
@@ -218,8 +229,8 @@ impl Device {
             args: r.args,
         };
         assert!(
-            s.wait_for("app: serving the serial protocol"),
-            "the app does not serve the protocol:\n{}",
+            s.wait_for(ready),
+            "the device does not print {ready:?}:\n{}",
             s.text()
         );
         s

@@ -641,6 +641,34 @@ fn forced_rollback_and_erase() {
     assert_eq!(d.state_read().len(), 1);
 }
 
+#[test]
+fn testing_the_running_image_cancels_a_pending_update() {
+    let mut d = Dev::<4, 4096>::new();
+    let v1 = manifest(&d.v1.clone()).image_id();
+    let v2 = d.rig.image(Bank::B, v(2), 2, 2);
+    let id2 = manifest(&v2).image_id();
+    d.upload(&v2, 512);
+    let test = |hash: &[u8; 32]| map(&[("hash", bytes(hash)), ("confirm", Value::Bool(false))]);
+    // Nothing pending: testing the running image is refused and changes nothing.
+    let before = d.state_bytes();
+    let r = d.call(WRITE, 1, 0, &test(&v1.digest));
+    assert!(err(&r).is_some(), "{r:?}");
+    assert_eq!(d.state_bytes(), before);
+    // Test v2 (pending, preferred), then test v1 again: the update is taken back.
+    d.call(WRITE, 1, 0, &test(&id2.digest));
+    assert_eq!(d.state().preferred, Bank::B);
+    let r = d.call(WRITE, 1, 0, &test(&v1.digest));
+    assert!(err(&r).is_none(), "{r:?}");
+    let s = d.state();
+    assert_eq!(s.preferred, Bank::A);
+    assert_eq!(*s.bank(Bank::B), BankState::Rejected(id2));
+    assert_eq!(*s.bank(Bank::A), BankState::Confirmed(v1));
+    let images = d.state_read();
+    assert!(!boolean(&images[1], "pending") && boolean(&images[0], "active"));
+    // The reset boots the running image; v2 does not run.
+    assert_eq!(d.boot(), Bank::A);
+}
+
 /// A native request frame whose COBS bytes start with 0x06 0x09 (an SMP first-line marker):
 /// sequence number 9, and a chunk whose first zero byte is the sixth of the message.
 fn native_frame_starting_like_smp() -> Vec<u8> {

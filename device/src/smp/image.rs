@@ -272,6 +272,12 @@ fn state_write<F: NorFlash>(
         if confirm {
             return Ok(up.confirm()?);
         }
+        // Testing the running image while the other bank waits for its trial boot: the
+        // operator takes the update back before the reset (docs/design.md row 29, cancel); the
+        // running image stays preferred.
+        if matches!(state.bank(other), BankState::Pending { .. }) {
+            return Ok(up.cancel()?);
+        }
         return Err(Refusal::image(
             MgmtErr::Inval,
             ImgErr::ImageSettingTestToActiveDenied,

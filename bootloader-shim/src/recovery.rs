@@ -150,12 +150,17 @@ fn run(updater: Updater<'static, board::flash::Flash>, config: twinbank::Config<
             )),
         )
     };
+    // A reset into recovery (SMP boot mode 1) asked in recovery comes back to recovery.
+    console.offer_recovery(true);
     let mut u = board::uart();
     loop {
         let byte = next_byte(&mut u);
         let n = console.feed(byte, response);
         send(&mut u, response.get(..n).unwrap_or(&[]));
         if console.reboot_requested() {
+            if console.recovery_requested() {
+                board::request_recovery();
+            }
             uart::flush();
             board::reset()
         }

@@ -255,6 +255,26 @@ fn os_group_echo_parameters_bootloader_reset() {
     assert!(!d.smp.reset_requested());
     assert_eq!(d.call(WRITE, 0, 5, &map(&[])), map(&[]));
     assert!(d.smp.reset_requested());
+    assert!(!d.smp.recovery_requested());
+}
+
+#[test]
+fn reset_into_recovery_only_where_the_bootloader_offers_it() {
+    let mut d = Dev::<4, 4096>::new();
+    let recovery = map(&[("boot_mode", int(1))]);
+    // Not offered (the default): ENOTSUP, nothing resets.
+    assert_eq!(num(&d.call(WRITE, 0, 5, &recovery), "rc"), Some(8));
+    assert!(!d.smp.reset_requested() && !d.smp.recovery_requested());
+    d.smp.offer_recovery(true);
+    // Modes other than 0 and 1 stay refused.
+    assert_eq!(
+        num(&d.call(WRITE, 0, 5, &map(&[("boot_mode", int(7))])), "rc"),
+        Some(8)
+    );
+    assert!(!d.smp.reset_requested());
+    // Offered: answered, then a reset into recovery is requested.
+    assert_eq!(d.call(WRITE, 0, 5, &recovery), map(&[]));
+    assert!(d.smp.reset_requested() && d.smp.recovery_requested());
 }
 
 #[test]

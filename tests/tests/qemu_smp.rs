@@ -58,7 +58,12 @@ struct Out {
 
 impl PtyDev {
     fn start(dev: &Device, args: &[&str]) -> PtyDev {
-        let mut r = qemu::Run::new(&fw().shim(), &dev.flash, LIFE);
+        Self::start_with(&fw().shim(), dev, args)
+    }
+
+    /// Starts the device with the shim `shim` (e.g. the recovery shim).
+    fn start_with(shim: &std::path::Path, dev: &Device, args: &[&str]) -> PtyDev {
+        let mut r = qemu::Run::new(shim, &dev.flash, LIFE);
         r.args = args.iter().map(|s| s.to_string()).collect();
         let running = r.spawn().unwrap();
         running.kill_after(LIFE);
@@ -702,4 +707,56 @@ fn smp_and_native_upload_throughput() {
         smp / native,
         smp11 / native
     );
+}
+
+/// SMP's reset into the bootloader (boot mode 1): refused under a shim without recovery (the app
+/// keeps serving, nothing resets); under the recovery shim the app asks for recovery, the shim
+/// serves it (the running bank kept), an SMP upload there boots on trial and confirms.
+#[test]
+fn reset_into_recovery_over_smp() {
+    let f = fw();
+    let dev = Device::factory("smp/boot-mode-1");
+    let v2 = save(&dev, "v2.img", &f.v2());
+    let d = PtyDev::start(&dev, &[]);
+    let m = d.mark();
+    let e = d.toolkit().os_system_reset(false, Some(1)).unwrap_err();
+    assert!(format!("{e:?}").contains("rc: 8"), "{e:?}");
+    assert_eq!(d.status()["running"], "A");
+    assert!(!d
+        .lines()
+        .iter()
+        .skip(m)
+        .any(|l| l.contains("twinbank: boot")));
+    d.kill9();
+
+    let d = PtyDev::start_with(&f.recovery_shim(), &dev, &[]);
+    let m = d.mark();
+    d.toolkit().os_system_reset(false, Some(1)).unwrap();
+    assert!(
+        d.wait_line(m, "app: recovery requested over SMP, resetting"),
+        "{:?}",
+        d.lines()
+    );
+    assert!(
+        d.wait_line(
+            m,
+            "twinbank: recovery (requested by the application; bank A kept)"
+        ),
+        "{:?}",
+        d.lines()
+    );
+    // In recovery: smpmgr's one-command update into slot 1 (bank B), then its reset.
+    let m = d.mark();
+    let o = d.smpmgr(&["upgrade", "--slot", "1", &v2]);
+    assert!(o.ok && o.text.contains("Upgrade complete"), "{}", o.text);
+    assert!(
+        d.wait_line(m, "twinbank: boot B 2.0.0+0 trial"),
+        "{:?}",
+        d.lines()
+    );
+    assert!(d.wait_line(m, "app: confirmed"), "{:?}", d.lines());
+    drop(d);
+    let s = dev.state();
+    assert!(matches!(s.bank(Bank::B), BankState::Confirmed(i) if i.version.major == 2));
+    assert!(matches!(s.bank(Bank::A), BankState::Confirmed(i) if i.version.major == 1));
 }

@@ -9,8 +9,12 @@
 //!
 //! Mode 5 is MCUboot's `DIRECT_XIP_WITH_REVERT`, what twinbank does: each image runs in place
 //! from the bank it was linked for, a new one runs on trial and is reverted unless confirmed.
-//! `no-downgrade`: the device refuses images below its minimum security counter. A reset with a
-//! `boot_mode` other than 0 (normal) is refused with ENOTSUP.
+//! `no-downgrade`: the device refuses images below its minimum security counter.
+//!
+//! Reset boot modes (MCUmgr's numbering): 0 normal; [`BOOT_MODE_RECOVERY`] (1) asks the bootloader
+//! for serial recovery at the next reset, accepted only where the application said its bootloader
+//! offers recovery ([`Smp::offer_recovery`](super::Smp::offer_recovery)); any other mode, or mode
+//! 1 on a device whose bootloader has no recovery, is refused with ENOTSUP and nothing resets.
 
 use super::cbor::{self, flag, Body};
 use super::error::{GroupErr, MgmtErr, OsErr, Reason, Refusal};
@@ -26,6 +30,9 @@ pub const PARAMETERS: u8 = 6;
 /// Command: bootloader information.
 pub const BOOTLOADER_INFO: u8 = 8;
 
+/// Reset boot mode: enter the bootloader's serial recovery (MCUmgr's "bootloader mode").
+pub const BOOT_MODE_RECOVERY: u8 = 1;
+
 /// The bootloader's name in the bootloader information.
 pub const BOOTLOADER_NAME: &str = "twinbank";
 /// MCUboot's mode number for direct execute-in-place with revert.
@@ -34,18 +41,28 @@ pub const MODE_DIRECT_XIP_WITH_REVERT: u8 = 5;
 pub const BUF_COUNT: u32 = 1;
 
 /// What an OS command asks of the device beyond its answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum After {
     /// Nothing.
+    #[default]
     Nothing,
     /// Reset once the answer is sent.
     Reset,
+    /// Ask the bootloader for serial recovery, then reset, once the answer is sent.
+    ResetToRecovery,
 }
 
 const UNSUPPORTED: Refusal = Refusal::mgmt(MgmtErr::NotSup, "command not supported");
 
-/// Handles OS command `cmd`, writing the response body with `e`.
-pub fn handle(op: Op, cmd: u8, body: &[u8], e: &mut Body<'_>) -> Result<After, Refusal> {
+/// Handles OS command `cmd`, writing the response body with `e`. `recovery`: the bootloader
+/// offers serial recovery (a reset with [`BOOT_MODE_RECOVERY`] is accepted).
+pub fn handle(
+    op: Op,
+    cmd: u8,
+    body: &[u8],
+    recovery: bool,
+    e: &mut Body<'_>,
+) -> Result<After, Refusal> {
     match (cmd, op) {
         (ECHO, _) => {
             let mut d = None;
@@ -70,14 +87,24 @@ pub fn handle(op: Op, cmd: u8, body: &[u8], e: &mut Body<'_>) -> Result<After, R
                 }
                 _ => Ok(false),
             })?;
-            if mode != 0 {
-                return Err(Refusal::mgmt(
-                    MgmtErr::NotSup,
-                    "only the normal boot mode (0) is supported",
-                ));
-            }
+            let after = match mode {
+                0 => After::Reset,
+                BOOT_MODE_RECOVERY if recovery => After::ResetToRecovery,
+                BOOT_MODE_RECOVERY => {
+                    return Err(Refusal::mgmt(
+                        MgmtErr::NotSup,
+                        "the bootloader has no serial recovery",
+                    ))
+                }
+                _ => {
+                    return Err(Refusal::mgmt(
+                        MgmtErr::NotSup,
+                        "boot modes: 0 (normal), 1 (recovery)",
+                    ))
+                }
+            };
             e.map(0)?;
-            Ok(After::Reset)
+            Ok(after)
         }
         (PARAMETERS, Op::Read) => {
             e.map(2)?

@@ -30,7 +30,10 @@ pub struct Smp {
 #[derive(Debug, Default)]
 struct Handler {
     session: image::Session,
-    reset: bool,
+    /// What the last OS command asked for after its answer.
+    after: os::After,
+    /// The bootloader offers serial recovery (reset boot mode 1 is accepted).
+    recovery: bool,
 }
 
 impl Default for Smp {
@@ -46,7 +49,8 @@ impl Smp {
             decoder: Decoder::new(),
             handler: Handler {
                 session: image::Session::new(),
-                reset: false,
+                after: os::After::Nothing,
+                recovery: false,
             },
             packet: [0; MAX_PACKET],
         }
@@ -54,7 +58,19 @@ impl Smp {
 
     /// True once a reset request was answered: the device should reset now.
     pub fn reset_requested(&self) -> bool {
-        self.handler.reset
+        self.handler.after != os::After::Nothing
+    }
+
+    /// True once a reset into the bootloader's serial recovery (boot mode 1) was answered: the
+    /// application asks its bootloader for recovery, then resets.
+    pub fn recovery_requested(&self) -> bool {
+        self.handler.after == os::After::ResetToRecovery
+    }
+
+    /// Declares that the bootloader offers serial recovery, so a reset with boot mode 1 is
+    /// accepted (refused with ENOTSUP otherwise: a device must not promise a mode it lacks).
+    pub fn offer_recovery(&mut self, offered: bool) {
+        self.handler.recovery = offered;
     }
 
     /// Drops the line or frame being received (another protocol's frame was recognised).
@@ -149,8 +165,9 @@ impl Handler {
     ) -> Result<(), Refusal> {
         match h.group {
             GROUP_OS => {
-                if os::handle(h.op, h.cmd, body, e)? == os::After::Reset {
-                    self.reset = true;
+                let after = os::handle(h.op, h.cmd, body, self.recovery, e)?;
+                if after != os::After::Nothing {
+                    self.after = after;
                 }
                 Ok(())
             }
@@ -237,6 +254,17 @@ impl<'a, F: NorFlash> Console<'a, F> {
     /// True once a native `Reboot` or an SMP reset was answered: reset now.
     pub fn reboot_requested(&self) -> bool {
         self.native.reboot_requested() || self.smp.reset_requested()
+    }
+
+    /// True once an SMP reset into serial recovery was answered: ask the bootloader for
+    /// recovery (board-defined), then reset.
+    pub fn recovery_requested(&self) -> bool {
+        self.smp.recovery_requested()
+    }
+
+    /// Declares that the bootloader offers serial recovery (see [`Smp::offer_recovery`]).
+    pub fn offer_recovery(&mut self, offered: bool) {
+        self.smp.offer_recovery(offered);
     }
 
     /// Feeds one received byte; writes any response into `out` ([`CONSOLE_OUT`] bytes) and

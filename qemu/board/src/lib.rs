@@ -37,7 +37,7 @@ pub mod consts {
 use core::fmt::Write as _;
 use twinbank::{Attempts, Config, Layout};
 
-pub use recovery::{request_recovery, take_recovery_request};
+pub use recovery::{recovery_offered, request_recovery, take_recovery_request};
 pub use uart::{uart, Uart};
 
 /// Exit codes of a QEMU run (semihosting `SYS_EXIT_EXTENDED`); the tests read them.

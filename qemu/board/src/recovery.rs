@@ -6,6 +6,9 @@
 //!   over a system reset (SYSRESETREQ, the watchdog), as the session block relies on. A magic
 //!   value and its complement, so that the random contents of RAM after a power-on (or QEMU's
 //!   zeroed RAM) never read as a request; the shim clears them when it takes the request.
+//! - [`recovery_offered`]: the application learns whether its bootloader serves recovery (it
+//!   says so before offering SMP's reset into recovery): a bootloader built with recovery takes
+//!   the request at every reset and leaves [`OFFERED_MAGIC`] in the second word.
 //! - [`window_request`]: the operator sends [`REQUEST`] on the UART within
 //!   `RECOVERY_WINDOW_MS` of a reset (`[bootloader] recovery_window_ms` in twinbank.toml, 0 =
 //!   no window).
@@ -17,6 +20,10 @@ use core::ptr::{read_volatile, write_volatile};
 const REQUEST_ADDR: usize = 0x2000_03F0;
 /// The request's first word; the second holds its complement.
 const REQUEST_MAGIC: u32 = 0x7EC0_7E21;
+
+/// Left in the second word (the first one 0) by a bootloader that serves recovery when it takes
+/// the request: the application's sign that asking for recovery will be answered.
+pub const OFFERED_MAGIC: u32 = 0x5EC0_0FFE;
 
 /// What the operator sends on the UART, within the window, to enter recovery.
 pub const REQUEST: &[u8] = b"recover";
@@ -38,16 +45,26 @@ pub fn request_recovery() {
 }
 
 /// True when the application asked for recovery before this reset; clears the request (so the
-/// next reset boots normally unless asked again).
+/// next reset boots normally unless asked again) and marks recovery as offered
+/// ([`recovery_offered`]). Only a bootloader that serves recovery calls this.
 pub fn take_recovery_request() -> bool {
     let (a, b) = words();
     // SAFETY: as in `request_recovery`.
     unsafe {
         let asked = read_volatile(a) == REQUEST_MAGIC && read_volatile(b) == !REQUEST_MAGIC;
         write_volatile(a, 0);
-        write_volatile(b, 0);
+        write_volatile(b, OFFERED_MAGIC);
         asked
     }
+}
+
+/// True when the bootloader that started this image serves recovery (it took the request words
+/// at this boot, see [`take_recovery_request`]); the application may then offer a reset into
+/// recovery (SMP boot mode 1).
+pub fn recovery_offered() -> bool {
+    let (a, b) = words();
+    // SAFETY: as in `request_recovery`.
+    unsafe { read_volatile(a) == 0 && read_volatile(b) == OFFERED_MAGIC }
 }
 
 /// Core clock ticks per millisecond (SysTick on the core clock, 25 MHz on this board).

@@ -501,12 +501,18 @@ fn serve(updater: Updater<'static, Flash>, config: twinbank::Config<'static>) ->
         CONSOLE_OUT,
         size_of::<Applier>()
     );
+    // SMP's reset into recovery (boot mode 1) is offered only under a bootloader that serves it.
+    console.offer_recovery(board::recovery_offered());
     start_wakeups();
     loop {
         let byte = next_byte(&mut u);
         let n = console.feed(byte, response);
         send(&mut u, &response[..n]);
         if console.reboot_requested() {
+            if console.recovery_requested() {
+                let _ = writeln!(u, "app: recovery requested over SMP, resetting");
+                board::request_recovery();
+            }
             uart::flush();
             board::reset()
         }

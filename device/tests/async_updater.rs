@@ -180,3 +180,36 @@ fn async_geometry_is_checked() {
     );
     assert_eq!(operations(&flash), 0, "nothing read");
 }
+
+/// What an embassy task holding the updater's futures needs (printed with `--nocapture`; host
+/// sizes, 64-bit pointers): the buffers that live across an `.await` are in the future (the
+/// 256-byte hashing buffer, a state record), so each is bounded by a few hundred bytes plus the
+/// updater's own.
+#[test]
+fn future_sizes() {
+    let mut rig = Rig::<8, 4096>::new();
+    rig.provision(&rig.image(Bank::A, v(1), 1, 1));
+    let img = rig.image(Bank::B, v(2), 2, 2);
+    let m = manifest(&img);
+    let config = rig.config();
+    let open = asynch::Updater::new(Yielding::new(&mut rig.flash), config, Bank::A);
+    let open_size = core::mem::size_of_val(&open);
+    let mut up = block_on(open).unwrap();
+    fn size<T>(f: impl Future<Output = T>) -> usize {
+        core::mem::size_of_val(&f)
+    }
+    let sizes = [
+        ("Updater::new", open_size),
+        ("begin", size(up.begin(&m))),
+        ("write", size(up.write(0, &img))),
+        ("finish", size(up.finish())),
+        ("confirm", size(up.confirm())),
+        ("rollback", size(up.rollback())),
+    ];
+    let updater = core::mem::size_of_val(&up);
+    println!("async updater: {updater} B");
+    for (name, size) in sizes {
+        println!("future of {name}: {size} B");
+        assert!(size < 2048, "{name}: {size} B");
+    }
+}

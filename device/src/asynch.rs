@@ -10,7 +10,10 @@
 //! tasks while the flash erases or programs.
 //!
 //! Same API, same errors, same records, same power-loss guarantees as the blocking updater; the
-//! methods that touch the flash are `async`. Not async (yet): the serial protocol
+//! methods that touch the flash are `async`. A future dropped at an `.await` (a `select` with a
+//! timeout) leaves the updater as an error of that flash operation would: a state write in doubt
+//! is re-read before the next decision, and an upload dropped while erasing or programming is
+//! closed (`write` answers `NoUpload`; `begin` resumes it). Not async (yet): the serial protocol
 //! [`crate::protocol::Server`], the SMP console and the delta [`crate::delta::Applier`] drive the
 //! blocking updater; the boot decision ([`crate::decide`]) runs in the bootloader, which has no
 //! executor, and stays blocking.

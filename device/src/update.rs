@@ -926,17 +926,16 @@ impl<'a, F: NorFlash, H: Sha256Engine> Updater<'a, F, H> {
         if end <= up.next {
             return Ok(up.next);
         }
-        // 2. New bytes: complete the partial unit, program whole units, keep the tail.
+        // 2. New bytes: complete the partial unit, program whole units, keep the tail. Until they
+        // are programmed there is no upload: a failed program (or an async caller that drops this
+        // future while the flash programs) leaves a unit in an unknown state: begin again (it
+        // resumes).
         let new = &data[(up.next - offset) as usize..];
-        let result = append(&mut self.flash, ws, base, up, new).await;
-        match result {
-            Ok(()) => Ok(up.next),
-            Err(e) => {
-                // A failed program leaves a unit in an unknown state: begin again (it resumes).
-                self.upload = None;
-                Err(e)
-            }
-        }
+        let mut up = *up;
+        self.upload = None;
+        append(&mut self.flash, ws, base, &mut up, new).await?;
+        self.upload = Some(up);
+        Ok(up.next)
     }
 
     /// Completes the upload: programs the last partial unit (padded with 0xff), verifies the whole

@@ -140,9 +140,52 @@ fn with_async_install<const W: usize, const E: usize>(rig: &mut Rig<W, E>, image
     block_on(up.finish()).expect("async install");
 }
 
+/// An embassy caller may drop a future at any await point (`select` with a timeout). Dropped
+/// while the flash programs (the driver started the operation and awaits its end), `write`
+/// leaves no upload, as a failed program does: the next `write` is refused and `begin` resumes,
+/// and no unit is programmed twice (the strict flash panics on that).
+fn dropped_write_resumes<const W: usize, const E: usize>() {
+    let mut rig = Rig::<W, E>::new();
+    rig.provision(&rig.image(Bank::A, v(1), 1, 1));
+    let img = rig.image(Bank::B, v(2), 2, 2);
+    let m = manifest(&img);
+    let config = rig.config();
+    let mut up = block_on(asynch::Updater::new(
+        Yielding::after(&mut rig.flash),
+        config,
+        Bank::A,
+    ))
+    .unwrap();
+    assert_eq!(block_on(up.begin(&m)), Ok(0));
+    // Whole write units of the header: the first await of `write` is their program.
+    let n = 3 * W.max(16);
+    let writes = up.flash_mut().inner.counters.writes;
+    {
+        let mut f = pin!(up.write(0, &img[..n]));
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(f.as_mut().poll(&mut cx).is_pending());
+    } // dropped: the program ran, the updater never saw it end
+    assert!(
+        up.flash_mut().inner.counters.writes > writes,
+        "the program ran"
+    );
+    assert_eq!(up.next_offset(), None);
+    assert_eq!(block_on(up.write(0, &img[..n])), Err(UpdateError::NoUpload));
+    // `begin` resumes: from the start of the sector the dropped write reached (erased again).
+    assert_eq!(block_on(up.begin(&m)), Ok(0));
+    let mut off = 0usize;
+    while off < img.len() {
+        let k = 777.min(img.len() - off);
+        off = block_on(up.write(off as u32, &img[off..off + k])).unwrap() as usize;
+    }
+    block_on(up.finish()).expect("finish");
+    assert_eq!(rig.boot().unwrap().bank, Bank::B);
+}
+
 for_geometries! {
     awaits => every_flash_operation_is_awaited;
     same_flash => same_flash_as_blocking;
+    dropped_write => dropped_write_resumes;
 }
 
 /// A layout written for another erase size is refused by the async updater as by the blocking

@@ -248,11 +248,26 @@ pub struct Yielding<F> {
     pub inner: F,
     /// Operations awaited so far.
     pub yields: u64,
+    /// Pending after the operation ran rather than before it (a driver that starts the
+    /// operation, then awaits its end): a future dropped there leaves the operation done.
+    pub after: bool,
 }
 
 impl<F> Yielding<F> {
     pub fn new(inner: F) -> Self {
-        Yielding { inner, yields: 0 }
+        Yielding {
+            inner,
+            yields: 0,
+            after: false,
+        }
+    }
+
+    /// Pending once after each operation instead of before.
+    pub fn after(inner: F) -> Self {
+        Yielding {
+            after: true,
+            ..Yielding::new(inner)
+        }
     }
 
     async fn step(&mut self) {
@@ -269,8 +284,14 @@ impl<F: NorFlash> asynch::ReadNorFlash for Yielding<F> {
     const READ_SIZE: usize = F::READ_SIZE;
 
     async fn read(&mut self, offset: u32, bytes: &mut [u8]) -> Result<(), Self::Error> {
-        self.step().await;
-        self.inner.read(offset, bytes)
+        if !self.after {
+            self.step().await;
+        }
+        let r = self.inner.read(offset, bytes);
+        if self.after {
+            self.step().await;
+        }
+        r
     }
 
     fn capacity(&self) -> usize {
@@ -283,13 +304,25 @@ impl<F: NorFlash> asynch::NorFlash for Yielding<F> {
     const ERASE_SIZE: usize = F::ERASE_SIZE;
 
     async fn erase(&mut self, from: u32, to: u32) -> Result<(), Self::Error> {
-        self.step().await;
-        self.inner.erase(from, to)
+        if !self.after {
+            self.step().await;
+        }
+        let r = self.inner.erase(from, to);
+        if self.after {
+            self.step().await;
+        }
+        r
     }
 
     async fn write(&mut self, offset: u32, bytes: &[u8]) -> Result<(), Self::Error> {
-        self.step().await;
-        self.inner.write(offset, bytes)
+        if !self.after {
+            self.step().await;
+        }
+        let r = self.inner.write(offset, bytes);
+        if self.after {
+            self.step().await;
+        }
+        r
     }
 }
 

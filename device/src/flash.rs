@@ -7,20 +7,27 @@ use crate::layout::{Layout, LayoutError, RegionName};
 use embedded_storage::nor_flash::{
     ErrorType, NorFlash, NorFlashError, NorFlashErrorKind, ReadNorFlash,
 };
+#[cfg(feature = "async")]
+use embedded_storage_async::nor_flash::ReadNorFlash as AsyncReadNorFlash;
 
 /// Largest `READ_SIZE` supported: reads are bounced through a buffer of this size when the
 /// driver needs aligned reads.
 pub const MAX_READ_SIZE: usize = 32;
 
 /// Reads `out.len()` bytes at `offset`, whatever the driver's `READ_SIZE` (≤ [`MAX_READ_SIZE`]).
-pub fn read_exact<F: ReadNorFlash>(
+#[maybe_async_cfg::maybe(
+    sync(keep_self),
+    async(feature = "async", self = "read_exact_async"),
+    idents(ReadNorFlash(sync, async = "AsyncReadNorFlash"))
+)]
+pub async fn read_exact<F: ReadNorFlash>(
     flash: &mut F,
     offset: u32,
     out: &mut [u8],
 ) -> Result<(), FlashFault> {
     let rs = F::READ_SIZE;
     if rs <= 1 {
-        return flash.read(offset, out).map_err(fault);
+        return flash.read(offset, out).await.map_err(fault);
     }
     if rs > MAX_READ_SIZE || !rs.is_power_of_two() {
         return Err(FlashFault::NotAligned);
@@ -32,6 +39,7 @@ pub fn read_exact<F: ReadNorFlash>(
         let aligned = pos - pos % rs;
         flash
             .read(aligned as u32, &mut bounce[..rs])
+            .await
             .map_err(fault)?;
         let skip = pos - aligned;
         let n = (rs - skip).min(out.len() - done);
@@ -42,7 +50,15 @@ pub fn read_exact<F: ReadNorFlash>(
 }
 
 /// True when `[offset, offset + len)` reads as erased (all `0xFF`).
-pub fn is_erased<F: ReadNorFlash>(
+#[maybe_async_cfg::maybe(
+    sync(keep_self),
+    async(feature = "async", self = "is_erased_async"),
+    idents(
+        ReadNorFlash(sync, async = "AsyncReadNorFlash"),
+        read_exact(sync, async = "read_exact_async")
+    )
+)]
+pub async fn is_erased<F: ReadNorFlash>(
     flash: &mut F,
     offset: u32,
     len: u32,
@@ -51,7 +67,7 @@ pub fn is_erased<F: ReadNorFlash>(
     let mut pos = 0u32;
     while pos < len {
         let n = (len - pos).min(buf.len() as u32) as usize;
-        read_exact(flash, offset + pos, &mut buf[..n])?;
+        read_exact(flash, offset + pos, &mut buf[..n]).await?;
         if buf[..n].iter().any(|&b| b != ERASED) {
             return Ok(false);
         }

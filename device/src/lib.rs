@@ -17,6 +17,8 @@
 //! - [`state`]: the boot state and its power-safe record storage;
 //! - [`boot`]: the boot decision the bootloader shim calls;
 //! - [`update`]: what the application calls (install, confirm, reject, rollback);
+//! - `asynch` (cargo feature `async`): the same updater for embassy applications, over
+//!   `embedded-storage-async`, generated from the same source;
 //! - [`delta`]: delta updates, the next image rebuilt from the running one and a patch;
 //! - [`protocol`]: the serial protocol (frames, messages, the device-side server);
 //! - [`report`]: the bootloader's boot line, written without `core::fmt`;
@@ -38,6 +40,9 @@
 #[cfg(any(test, feature = "std"))]
 extern crate std;
 
+#[cfg(feature = "async")]
+#[cfg_attr(docsrs, doc(cfg(feature = "async")))]
+pub mod asynch;
 #[cfg(feature = "std")]
 #[cfg_attr(docsrs, doc(cfg(feature = "std")))]
 pub mod board;

@@ -79,6 +79,13 @@ use crate::state::{
 use crate::Config;
 use core::fmt;
 use embedded_storage::nor_flash::NorFlash;
+#[cfg(feature = "async")]
+use {
+    crate::flash::{is_erased_async, read_exact_async},
+    crate::image::{hash_range_with_async, verify_image_with_async},
+    crate::state::store::AsyncStateStore,
+    embedded_storage_async::nor_flash::NorFlash as AsyncNorFlash,
+};
 
 /// Why an update operation was refused or failed. Refusals leave the state and the running bank
 /// untouched.
@@ -217,7 +224,22 @@ impl From<ImageError> for UpdateError {
 /// value unprogrammed: they already read as 0xff. So "programmed" always equals "reads
 /// non-erased", which [`Updater::resume_point`] relies on (a unit programmed with 0xff would look
 /// blank and be programmed a second time on resume, which NOR with ECC forbids).
-fn program<F: NorFlash>(
+#[maybe_async_cfg::maybe(
+    sync(keep_self),
+    async(feature = "async"),
+    idents(
+        Updater(sync, async = "AsyncUpdater"),
+        StateStore(sync, async = "AsyncStateStore"),
+        NorFlash(sync, async = "AsyncNorFlash"),
+        read_exact(sync, async = "read_exact_async"),
+        is_erased(sync, async = "is_erased_async"),
+        program(sync, async = "program_async"),
+        append(sync, async = "append_async"),
+        verify_image_with(sync, async = "verify_image_with_async"),
+        hash_range_with(sync, async = "hash_range_with_async")
+    )
+)]
+async fn program<F: NorFlash>(
     flash: &mut F,
     ws: usize,
     offset: u32,
@@ -236,9 +258,58 @@ fn program<F: NorFlash>(
         if i > start {
             flash
                 .write(offset + start as u32, &data[start..i])
+                .await
                 .map_err(|e| UpdateError::Flash(fault(e)))?;
         }
     }
+    Ok(())
+}
+
+/// The new bytes of a chunk, `new`, accepted at `up.next`: completes the partial unit, programs
+/// whole units, keeps the tail in `up.partial`.
+#[maybe_async_cfg::maybe(
+    sync(keep_self),
+    async(feature = "async"),
+    idents(
+        Updater(sync, async = "AsyncUpdater"),
+        StateStore(sync, async = "AsyncStateStore"),
+        NorFlash(sync, async = "AsyncNorFlash"),
+        read_exact(sync, async = "read_exact_async"),
+        is_erased(sync, async = "is_erased_async"),
+        program(sync, async = "program_async"),
+        append(sync, async = "append_async"),
+        verify_image_with(sync, async = "verify_image_with_async"),
+        hash_range_with(sync, async = "hash_range_with_async")
+    )
+)]
+async fn append<F: NorFlash>(
+    flash: &mut F,
+    ws: usize,
+    base: u32,
+    up: &mut Upload,
+    mut new: &[u8],
+) -> Result<(), UpdateError> {
+    if up.partial_len > 0 {
+        let take = (ws - up.partial_len).min(new.len());
+        up.partial[up.partial_len..up.partial_len + take].copy_from_slice(&new[..take]);
+        up.partial_len += take;
+        up.next += take as u32;
+        new = &new[take..];
+        if up.partial_len < ws {
+            return Ok(());
+        }
+        program(flash, ws, base + up.next - ws as u32, &up.partial[..ws]).await?;
+        up.partial_len = 0;
+    }
+    let whole = new.len() - new.len() % ws;
+    if whole > 0 {
+        program(flash, ws, base + up.next, &new[..whole]).await?;
+        up.next += whole as u32;
+    }
+    let tail = &new[whole..];
+    up.partial[..tail.len()].copy_from_slice(tail);
+    up.partial_len = tail.len();
+    up.next += tail.len() as u32;
     Ok(())
 }
 
@@ -313,6 +384,21 @@ struct Incoming<'m> {
 /// The application's handle on updates. `running` is the bank the application executes from
 /// (the bootloader's decision); it is never written. `H` is the SHA-256 engine images are
 /// verified with (software by default; see [`crate::image::sha256`]).
+#[maybe_async_cfg::maybe(
+    sync(keep_self),
+    async(feature = "async"),
+    idents(
+        Updater(sync, async = "AsyncUpdater"),
+        StateStore(sync, async = "AsyncStateStore"),
+        NorFlash(sync, async = "AsyncNorFlash"),
+        read_exact(sync, async = "read_exact_async"),
+        is_erased(sync, async = "is_erased_async"),
+        program(sync, async = "program_async"),
+        append(sync, async = "append_async"),
+        verify_image_with(sync, async = "verify_image_with_async"),
+        hash_range_with(sync, async = "hash_range_with_async")
+    )
+)]
 #[derive(Debug)]
 pub struct Updater<'a, F, H = SoftSha256> {
     flash: F,
@@ -326,22 +412,52 @@ pub struct Updater<'a, F, H = SoftSha256> {
     recovery: bool,
 }
 
+#[maybe_async_cfg::maybe(
+    sync(keep_self),
+    async(feature = "async"),
+    idents(
+        Updater(sync, async = "AsyncUpdater"),
+        StateStore(sync, async = "AsyncStateStore"),
+        NorFlash(sync, async = "AsyncNorFlash"),
+        read_exact(sync, async = "read_exact_async"),
+        is_erased(sync, async = "is_erased_async"),
+        program(sync, async = "program_async"),
+        append(sync, async = "append_async"),
+        verify_image_with(sync, async = "verify_image_with_async"),
+        hash_range_with(sync, async = "hash_range_with_async")
+    )
+)]
 impl<'a, F: NorFlash> Updater<'a, F> {
     /// Opens the updater: scans the state region once. Hashes with the software SHA-256.
-    pub fn new(flash: F, config: Config<'a>, running: Bank) -> Result<Self, UpdateError> {
-        Updater::with_engine(flash, config, running, SoftSha256::default())
+    pub async fn new(flash: F, config: Config<'a>, running: Bank) -> Result<Self, UpdateError> {
+        Updater::with_engine(flash, config, running, SoftSha256::default()).await
     }
 }
 
+#[maybe_async_cfg::maybe(
+    sync(keep_self),
+    async(feature = "async"),
+    idents(
+        Updater(sync, async = "AsyncUpdater"),
+        StateStore(sync, async = "AsyncStateStore"),
+        NorFlash(sync, async = "AsyncNorFlash"),
+        read_exact(sync, async = "read_exact_async"),
+        is_erased(sync, async = "is_erased_async"),
+        program(sync, async = "program_async"),
+        append(sync, async = "append_async"),
+        verify_image_with(sync, async = "verify_image_with_async"),
+        hash_range_with(sync, async = "hash_range_with_async")
+    )
+)]
 impl<'a, F: NorFlash, H: Sha256Engine> Updater<'a, F, H> {
     /// Opens the updater with the board's SHA-256 engine: scans the state region once.
-    pub fn with_engine(
+    pub async fn with_engine(
         mut flash: F,
         config: Config<'a>,
         running: Bank,
         sha: H,
     ) -> Result<Self, UpdateError> {
-        let store = StateStore::open(&mut flash, &config.layout)?;
+        let store = StateStore::open(&mut flash, &config.layout).await?;
         Ok(Updater {
             flash,
             config,
@@ -361,13 +477,13 @@ impl<'a, F: NorFlash, H: Sha256Engine> Updater<'a, F, H> {
     /// (factory provisioning of a device that holds only the bootloader). Confirm and reject are
     /// refused (`InRecovery`); an activated upload runs on trial after the reset, like any
     /// update.
-    pub fn for_recovery(
+    pub async fn for_recovery(
         mut flash: F,
         config: Config<'a>,
         keep: Option<Bank>,
         sha: H,
     ) -> Result<Self, UpdateError> {
-        let store = StateStore::open(&mut flash, &config.layout)?;
+        let store = StateStore::open(&mut flash, &config.layout).await?;
         // A blank device keeps "B", so its first image goes to bank A.
         let running = keep
             .or(store.current().map(|s| s.preferred))
@@ -396,8 +512,8 @@ impl<'a, F: NorFlash, H: Sha256Engine> Updater<'a, F, H> {
     }
 
     /// Re-reads the state from flash if a state write failed since it was last known.
-    pub fn refresh(&mut self) -> Result<(), UpdateError> {
-        self.store.refresh(&mut self.flash)?;
+    pub async fn refresh(&mut self) -> Result<(), UpdateError> {
+        self.store.refresh(&mut self.flash).await?;
         Ok(())
     }
 
@@ -423,14 +539,16 @@ impl<'a, F: NorFlash, H: Sha256Engine> Updater<'a, F, H> {
 
     /// Reads `out.len()` bytes of the running bank at `offset` (from the bank start): the base
     /// image a delta update ([`crate::delta::Applier`]) is rebuilt from. Read-only.
-    pub fn read_running(&mut self, offset: u32, out: &mut [u8]) -> Result<(), UpdateError> {
+    pub async fn read_running(&mut self, offset: u32, out: &mut [u8]) -> Result<(), UpdateError> {
         let bank = self.config.layout.bank(self.running);
         u32::try_from(out.len())
             .ok()
             .and_then(|n| offset.checked_add(n))
             .filter(|&end| end <= bank.size.0)
             .ok_or(UpdateError::Flash(FlashFault::OutOfBounds))?;
-        read_exact(&mut self.flash, bank.offset.0 + offset, out).map_err(UpdateError::Flash)
+        read_exact(&mut self.flash, bank.offset.0 + offset, out)
+            .await
+            .map_err(UpdateError::Flash)
     }
 
     /// The next offset the current upload expects, if one is in progress.
@@ -448,8 +566,8 @@ impl<'a, F: NorFlash, H: Sha256Engine> Updater<'a, F, H> {
     }
 
     /// The state as the flash holds it (re-read after a failed write).
-    fn current(&mut self) -> Result<BootState, UpdateError> {
-        self.store.refresh(&mut self.flash)?;
+    async fn current(&mut self) -> Result<BootState, UpdateError> {
+        self.store.refresh(&mut self.flash).await?;
         self.store
             .current()
             .copied()
@@ -458,8 +576,8 @@ impl<'a, F: NorFlash, H: Sha256Engine> Updater<'a, F, H> {
 
     /// The state to install over; in recovery a device without any record starts from "both
     /// banks empty".
-    fn current_or_blank(&mut self) -> Result<BootState, UpdateError> {
-        match self.current() {
+    async fn current_or_blank(&mut self) -> Result<BootState, UpdateError> {
+        match self.current().await {
             Err(UpdateError::NotProvisioned) if self.recovery => Ok(BootState {
                 preferred: self.running,
                 min_security_counter: 0,
@@ -477,9 +595,9 @@ impl<'a, F: NorFlash, H: Sha256Engine> Updater<'a, F, H> {
     /// not running, and erases what it needs: [`Updater::start`] followed by every
     /// [`Updater::erase_next`]. Returns the offset of the first byte to send (0 for a fresh
     /// upload).
-    pub fn begin(&mut self, manifest: &Manifest) -> Result<u32, UpdateError> {
-        let start = self.start(manifest)?;
-        while self.erase_next()? > 0 {}
+    pub async fn begin(&mut self, manifest: &Manifest) -> Result<u32, UpdateError> {
+        let start = self.start(manifest).await?;
+        while self.erase_next().await? > 0 {}
         Ok(start.offset)
     }
 
@@ -487,9 +605,9 @@ impl<'a, F: NorFlash, H: Sha256Engine> Updater<'a, F, H> {
     /// records the upload. The sectors to erase are erased by [`Updater::erase_next`] (or by the
     /// first [`Updater::write`]). An upload of the same image that was interrupted resumes (see
     /// the module documentation).
-    pub fn start(&mut self, manifest: &Manifest) -> Result<Start, UpdateError> {
+    pub async fn start(&mut self, manifest: &Manifest) -> Result<Start, UpdateError> {
         self.upload = None;
-        let state = self.ready_to_install()?;
+        let state = self.ready_to_install().await?;
         let target = self.running.other();
         let params = self
             .config
@@ -510,14 +628,14 @@ impl<'a, F: NorFlash, H: Sha256Engine> Updater<'a, F, H> {
             kind: ReceivingKind::Announced,
             header: &manifest.header_bytes,
         };
-        self.open(state, &incoming)
+        self.open(state, &incoming).await
     }
 
     /// A streamed upload (SMP): [`Updater::start_streamed`] followed by every
     /// [`Updater::erase_next`]. Returns the offset of the first byte to send.
-    pub fn begin_streamed(&mut self, announced: &StreamStart) -> Result<u32, UpdateError> {
-        let start = self.start_streamed(announced)?;
-        while self.erase_next()? > 0 {}
+    pub async fn begin_streamed(&mut self, announced: &StreamStart) -> Result<u32, UpdateError> {
+        let start = self.start_streamed(announced).await?;
+        while self.erase_next().await? > 0 {}
         Ok(start.offset)
     }
 
@@ -534,9 +652,9 @@ impl<'a, F: NorFlash, H: Sha256Engine> Updater<'a, F, H> {
     ///
     /// The upload is identified by (length, SHA-256): an interrupted streamed upload of the same
     /// file resumes, never an announced one (nor the reverse).
-    pub fn start_streamed(&mut self, announced: &StreamStart) -> Result<Start, UpdateError> {
+    pub async fn start_streamed(&mut self, announced: &StreamStart) -> Result<Start, UpdateError> {
         self.upload = None;
-        let state = self.ready_to_install()?;
+        let state = self.ready_to_install().await?;
         if self.config.keys.is_empty() {
             // Nothing could ever verify: keep the fallback.
             return Err(ImageError::NoTrustedKeys.into());
@@ -582,13 +700,13 @@ impl<'a, F: NorFlash, H: Sha256Engine> Updater<'a, F, H> {
             kind: ReceivingKind::Streamed,
             header: &announced.header,
         };
-        self.open(state, &incoming)
+        self.open(state, &incoming).await
     }
 
     /// The state, if an install may start: the running image is not on trial and is preferred.
     /// Recovery takes an image whatever the state says (a blank device included).
-    fn ready_to_install(&mut self) -> Result<BootState, UpdateError> {
-        let state = self.current_or_blank()?;
+    async fn ready_to_install(&mut self) -> Result<BootState, UpdateError> {
+        let state = self.current_or_blank().await?;
         if self.recovery {
             return Ok(state);
         }
@@ -603,7 +721,7 @@ impl<'a, F: NorFlash, H: Sha256Engine> Updater<'a, F, H> {
 
     /// Opens an upload whose checks passed: resumes an interrupted upload of the same image and
     /// kind, records that the bank is rewritten, and sets up the erase.
-    fn open(
+    async fn open(
         &mut self,
         mut state: BootState,
         incoming: &Incoming<'_>,
@@ -618,7 +736,8 @@ impl<'a, F: NorFlash, H: Sha256Engine> Updater<'a, F, H> {
         let base = self.config.layout.bank(target).offset.0;
         let from = match *state.bank(target) {
             BankState::Receiving(r) if r.image == image && r.kind == incoming.kind => {
-                self.resume_sector(base, incoming.header, image.size, r, span)?
+                self.resume_sector(base, incoming.header, image.size, r, span)
+                    .await?
             }
             _ => 0,
         };
@@ -637,7 +756,7 @@ impl<'a, F: NorFlash, H: Sha256Engine> Updater<'a, F, H> {
             *state.bank_mut(target) = receiving(false);
             // (Recovery:) a target that was preferred no longer is.
             state.preferred = self.running;
-            self.store.write(&mut self.flash, &state)?;
+            self.store.write(&mut self.flash, &state).await?;
         }
         self.upload = Some(Upload {
             bank: target,
@@ -657,7 +776,7 @@ impl<'a, F: NorFlash, H: Sha256Engine> Updater<'a, F, H> {
 
     /// Erases the next sector the upload needs; after the last one, records that the bank is
     /// erased (`Receiving { erased: true }`). Returns the erases left (0: ready for bytes).
-    pub fn erase_next(&mut self) -> Result<u32, UpdateError> {
+    pub async fn erase_next(&mut self) -> Result<u32, UpdateError> {
         let mut up = self.upload.ok_or(UpdateError::NoUpload)?;
         if !up.erasing() {
             return Ok(0);
@@ -668,17 +787,18 @@ impl<'a, F: NorFlash, H: Sha256Engine> Updater<'a, F, H> {
         let from = self.config.layout.bank(up.bank).offset.0 + up.erase_next * erase;
         self.flash
             .erase(from, from + erase)
+            .await
             .map_err(Self::flash_err)?;
         up.erase_next += 1;
         if !up.erasing() {
-            let mut state = self.current_or_blank()?;
+            let mut state = self.current_or_blank().await?;
             *state.bank_mut(up.bank) = BankState::Receiving(Receiving {
                 image: up.image,
                 from_sector: (up.next / erase) as u16,
                 erased: true,
                 kind: up.kind,
             });
-            self.store.write(&mut self.flash, &state)?;
+            self.store.write(&mut self.flash, &state).await?;
         }
         self.upload = Some(up);
         Ok(up.erase_end - up.erase_next)
@@ -686,7 +806,7 @@ impl<'a, F: NorFlash, H: Sha256Engine> Updater<'a, F, H> {
 
     /// Where an interrupted upload of this image continues (a sector of the bank): `r` says from
     /// which sector on the bank was rewritten and whether those sectors were completely erased.
-    fn resume_sector(
+    async fn resume_sector(
         &mut self,
         base: u32,
         header: &[u8; HEADER_SIZE],
@@ -699,31 +819,33 @@ impl<'a, F: NorFlash, H: Sha256Engine> Updater<'a, F, H> {
             return Ok(0);
         }
         let sector = if r.erased {
-            self.last_written_sector(base, from, total)?
+            self.last_written_sector(base, from, total).await?
         } else {
             from
         };
         // The header is the first thing written: a resume past it must find it (a bank damaged
         // behind the updater's back starts afresh).
-        if sector > 0 && !self.header_in_bank(base, header)? {
+        if sector > 0 && !self.header_in_bank(base, header).await? {
             return Ok(0);
         }
         Ok(sector)
     }
 
-    fn header_in_bank(
+    async fn header_in_bank(
         &mut self,
         base: u32,
         header: &[u8; HEADER_SIZE],
     ) -> Result<bool, UpdateError> {
         let mut b = [0u8; HEADER_SIZE];
-        read_exact(&mut self.flash, base, &mut b).map_err(UpdateError::Flash)?;
+        read_exact(&mut self.flash, base, &mut b)
+            .await
+            .map_err(UpdateError::Flash)?;
         Ok(&b == header)
     }
 
     /// The sector holding the last byte that reads non-erased in `[from sector, total)`, or
     /// `from` when there is none. Scans backwards from the end of the image's span.
-    fn last_written_sector(
+    async fn last_written_sector(
         &mut self,
         base: u32,
         from: u32,
@@ -735,10 +857,14 @@ impl<'a, F: NorFlash, H: Sha256Engine> Updater<'a, F, H> {
         let mut end = total;
         while end > floor {
             let start = end.saturating_sub(BLOCK).max(floor);
-            if !is_erased(&mut self.flash, base + start, end - start).map_err(UpdateError::Flash)? {
+            if !is_erased(&mut self.flash, base + start, end - start)
+                .await
+                .map_err(UpdateError::Flash)?
+            {
                 let mut buf = [0u8; BLOCK as usize];
                 let n = (end - start) as usize;
                 read_exact(&mut self.flash, base + start, &mut buf[..n])
+                    .await
                     .map_err(UpdateError::Flash)?;
                 let i = buf[..n].iter().rposition(|&b| b != ERASED).unwrap_or(0);
                 return Ok((start + i as u32) / erase);
@@ -750,9 +876,9 @@ impl<'a, F: NorFlash, H: Sha256Engine> Updater<'a, F, H> {
 
     /// Accepts `data` at image offset `offset`. Bytes already received must match; new bytes must
     /// follow on (no gaps). Returns the next offset expected.
-    pub fn write(&mut self, offset: u32, data: &[u8]) -> Result<u32, UpdateError> {
+    pub async fn write(&mut self, offset: u32, data: &[u8]) -> Result<u32, UpdateError> {
         while self.upload.is_some_and(|u| u.erasing()) {
-            self.erase_next()?;
+            self.erase_next().await?;
         }
         let ws = self.config.layout.write_size() as usize;
         let base = self
@@ -779,7 +905,9 @@ impl<'a, F: NorFlash, H: Sha256Engine> Updater<'a, F, H> {
         let mut buf = [0u8; 64];
         while pos < overlap_end.min(flushed) {
             let n = (overlap_end.min(flushed) - pos).min(buf.len() as u32) as usize;
-            read_exact(&mut self.flash, base + pos, &mut buf[..n]).map_err(UpdateError::Flash)?;
+            read_exact(&mut self.flash, base + pos, &mut buf[..n])
+                .await
+                .map_err(UpdateError::Flash)?;
             let sent = &data[(pos - offset) as usize..(pos - offset) as usize + n];
             if let Some(i) = buf[..n].iter().zip(sent).position(|(a, b)| a != b) {
                 return Err(UpdateError::ContentMismatch {
@@ -798,45 +926,16 @@ impl<'a, F: NorFlash, H: Sha256Engine> Updater<'a, F, H> {
         if end <= up.next {
             return Ok(up.next);
         }
-        // 2. New bytes: complete the partial unit, program whole units, keep the tail.
-        let mut new = &data[(up.next - offset) as usize..];
-        let result = (|| {
-            if up.partial_len > 0 {
-                let take = (ws - up.partial_len).min(new.len());
-                up.partial[up.partial_len..up.partial_len + take].copy_from_slice(&new[..take]);
-                up.partial_len += take;
-                up.next += take as u32;
-                new = &new[take..];
-                if up.partial_len < ws {
-                    return Ok(());
-                }
-                program(
-                    &mut self.flash,
-                    ws,
-                    base + up.next - ws as u32,
-                    &up.partial[..ws],
-                )?;
-                up.partial_len = 0;
-            }
-            let whole = new.len() - new.len() % ws;
-            if whole > 0 {
-                program(&mut self.flash, ws, base + up.next, &new[..whole])?;
-                up.next += whole as u32;
-            }
-            let tail = &new[whole..];
-            up.partial[..tail.len()].copy_from_slice(tail);
-            up.partial_len = tail.len();
-            up.next += tail.len() as u32;
-            Ok(())
-        })();
-        match result {
-            Ok(()) => Ok(up.next),
-            Err(e) => {
-                // A failed program leaves a unit in an unknown state: begin again (it resumes).
-                self.upload = None;
-                Err(e)
-            }
-        }
+        // 2. New bytes: complete the partial unit, program whole units, keep the tail. Until they
+        // are programmed there is no upload: a failed program (or an async caller that drops this
+        // future while the flash programs) leaves a unit in an unknown state: begin again (it
+        // resumes).
+        let new = &data[(up.next - offset) as usize..];
+        let mut up = *up;
+        self.upload = None;
+        append(&mut self.flash, ws, base, &mut up, new).await?;
+        self.upload = Some(up);
+        Ok(up.next)
     }
 
     /// Completes the upload: programs the last partial unit (padded with 0xff), verifies the whole
@@ -845,24 +944,26 @@ impl<'a, F: NorFlash, H: Sha256Engine> Updater<'a, F, H> {
     /// verify (or is not the one announced), the target is recorded empty, so the next `begin`
     /// starts afresh instead of resuming over bad bytes. A read error while verifying is no
     /// verdict: it is returned and the upload kept, so `finish` can be called again.
-    pub fn finish(&mut self) -> Result<ImageId, UpdateError> {
-        let (up, mut state) = self.complete(ReceivingKind::Announced)?;
+    pub async fn finish(&mut self) -> Result<ImageId, UpdateError> {
+        let (up, mut state) = self.complete(ReceivingKind::Announced).await?;
         let params = self
             .config
             .verify_params(up.bank, state.min_security_counter);
-        let verdict = match verify_image_with(&mut self.flash, &params, &mut self.sha) {
+        let verdict = match verify_image_with(&mut self.flash, &params, &mut self.sha).await {
             Ok(img) if img.digest == up.image.digest && img.total_len == up.image.size => Ok(img),
             Ok(_) => Err(UpdateError::DigestMismatch),
             Err(e) => Err(e.into()),
         };
-        let image = self.verdict(Some(&up), up.bank, &mut state, verdict)?;
+        let image = self
+            .verdict(Some(&up), up.bank, &mut state, verdict)
+            .await?;
         let id = ImageId::of(&image);
         *state.bank_mut(up.bank) = BankState::Pending {
             image: id,
             attempts_left: self.config.attempts.get(),
         };
         state.preferred = up.bank;
-        self.store.write(&mut self.flash, &state)?;
+        self.store.write(&mut self.flash, &state).await?;
         Ok(id)
     }
 
@@ -872,15 +973,16 @@ impl<'a, F: NorFlash, H: Sha256Engine> Updater<'a, F, H> {
     /// but *not* active ([`ReceivingKind::Verified`], one record): the running image stays
     /// preferred until [`Updater::activate`] (SMP `image test`). On failure the bank is recorded
     /// empty, as [`Updater::finish`] does.
-    pub fn finish_streamed(&mut self) -> Result<ImageId, UpdateError> {
-        let (up, mut state) = self.complete(ReceivingKind::Streamed)?;
+    pub async fn finish_streamed(&mut self) -> Result<ImageId, UpdateError> {
+        let (up, mut state) = self.complete(ReceivingKind::Streamed).await?;
         let params = self
             .config
             .verify_params(up.bank, state.min_security_counter);
-        let verdict = match verify_image_with(&mut self.flash, &params, &mut self.sha) {
+        let verdict = match verify_image_with(&mut self.flash, &params, &mut self.sha).await {
             Ok(img) if img.total_len != up.image.size => Err(ImageError::BadTlvArea.into()),
             Ok(img) => {
                 match hash_range_with(&mut self.flash, params.offset, up.image.size, &mut self.sha)
+                    .await
                 {
                     Ok(sha) if sha == up.image.digest => Ok(img),
                     Ok(_) => Err(UpdateError::DigestMismatch),
@@ -889,7 +991,9 @@ impl<'a, F: NorFlash, H: Sha256Engine> Updater<'a, F, H> {
             }
             Err(e) => Err(e.into()),
         };
-        let image = self.verdict(Some(&up), up.bank, &mut state, verdict)?;
+        let image = self
+            .verdict(Some(&up), up.bank, &mut state, verdict)
+            .await?;
         let id = ImageId::of(&image);
         let erase = self.config.layout.erase_size();
         *state.bank_mut(up.bank) = BankState::Receiving(Receiving {
@@ -899,7 +1003,7 @@ impl<'a, F: NorFlash, H: Sha256Engine> Updater<'a, F, H> {
             erased: true,
             kind: ReceivingKind::Verified,
         });
-        self.store.write(&mut self.flash, &state)?;
+        self.store.write(&mut self.flash, &state).await?;
         Ok(id)
     }
 
@@ -908,8 +1012,8 @@ impl<'a, F: NorFlash, H: Sha256Engine> Updater<'a, F, H> {
     /// the configured attempts, and preferred. Activating the image that is already pending is a
     /// no-op. Refused (nothing written) while the running image is on trial, when no uploaded
     /// image with this hash waits, or when a switch is already pending.
-    pub fn activate(&mut self, digest: &[u8; 32]) -> Result<ImageId, UpdateError> {
-        let mut state = self.current()?;
+    pub async fn activate(&mut self, digest: &[u8; 32]) -> Result<ImageId, UpdateError> {
+        let mut state = self.current().await?;
         let target = self.running.other();
         if matches!(state.bank(self.running), BankState::Pending { .. }) {
             return Err(UpdateError::TrialInProgress);
@@ -932,19 +1036,19 @@ impl<'a, F: NorFlash, H: Sha256Engine> Updater<'a, F, H> {
         let params = self
             .config
             .verify_params(target, state.min_security_counter);
-        let verdict = match verify_image_with(&mut self.flash, &params, &mut self.sha) {
+        let verdict = match verify_image_with(&mut self.flash, &params, &mut self.sha).await {
             Ok(img) if img.digest == waiting.digest && img.total_len == waiting.size => Ok(img),
             Ok(_) => Err(UpdateError::DigestMismatch),
             Err(e) => Err(e.into()),
         };
-        let image = self.verdict(None, target, &mut state, verdict)?;
+        let image = self.verdict(None, target, &mut state, verdict).await?;
         let id = ImageId::of(&image);
         *state.bank_mut(target) = BankState::Pending {
             image: id,
             attempts_left: self.config.attempts.get(),
         };
         state.preferred = target;
-        self.store.write(&mut self.flash, &state)?;
+        self.store.write(&mut self.flash, &state).await?;
         Ok(id)
     }
 
@@ -952,20 +1056,26 @@ impl<'a, F: NorFlash, H: Sha256Engine> Updater<'a, F, H> {
     /// bytes any more), then erases every sector of it that does not read erased. This gives up
     /// a confirmed fallback. Refused (nothing written) while the running image is on trial (the
     /// other bank is its fallback) or a switch is pending.
-    pub fn erase_other(&mut self) -> Result<(), UpdateError> {
+    pub async fn erase_other(&mut self) -> Result<(), UpdateError> {
         self.upload = None;
-        let mut state = self.ready_to_install()?;
+        let mut state = self.ready_to_install().await?;
         let target = self.running.other();
         if *state.bank(target) != BankState::Empty {
             *state.bank_mut(target) = BankState::Empty;
-            self.store.write(&mut self.flash, &state)?;
+            self.store.write(&mut self.flash, &state).await?;
         }
         let region = self.config.layout.bank(target);
         let erase = self.config.layout.erase_size();
         let mut at = region.offset.0;
         while at - region.offset.0 < region.size.0 {
-            if !is_erased(&mut self.flash, at, erase).map_err(UpdateError::Flash)? {
-                self.flash.erase(at, at + erase).map_err(Self::flash_err)?;
+            if !is_erased(&mut self.flash, at, erase)
+                .await
+                .map_err(UpdateError::Flash)?
+            {
+                self.flash
+                    .erase(at, at + erase)
+                    .await
+                    .map_err(Self::flash_err)?;
             }
             at += erase;
         }
@@ -974,7 +1084,7 @@ impl<'a, F: NorFlash, H: Sha256Engine> Updater<'a, F, H> {
 
     /// The end of an upload of `kind`: programs the last partial unit (padded with 0xff) and
     /// checks that the state still records this upload. The upload is over either way.
-    fn complete(&mut self, kind: ReceivingKind) -> Result<(Upload, BootState), UpdateError> {
+    async fn complete(&mut self, kind: ReceivingKind) -> Result<(Upload, BootState), UpdateError> {
         let mut up = self.upload.ok_or(UpdateError::NoUpload)?;
         let total = up.image.size;
         if up.kind != kind {
@@ -992,11 +1102,11 @@ impl<'a, F: NorFlash, H: Sha256Engine> Updater<'a, F, H> {
             up.partial[up.partial_len..ws].fill(ERASED);
             let at = base + up.next - up.partial_len as u32;
             self.upload = None;
-            program(&mut self.flash, ws, at, &up.partial[..ws])?;
+            program(&mut self.flash, ws, at, &up.partial[..ws]).await?;
             up.partial_len = 0;
             self.upload = Some(up);
         }
-        let state = self.current()?;
+        let state = self.current().await?;
         let receiving = matches!(state.bank(up.bank),
             BankState::Receiving(r) if r.image == up.image && r.kind == up.kind);
         self.upload = None;
@@ -1012,7 +1122,7 @@ impl<'a, F: NorFlash, H: Sha256Engine> Updater<'a, F, H> {
     /// A read error is no verdict on the image (issue 16's walk: a glitch threw a complete upload
     /// away): nothing is recorded and `upload`, the upload just completed, is kept so that the
     /// caller can finish again.
-    fn verdict<T>(
+    async fn verdict<T>(
         &mut self,
         upload: Option<&Upload>,
         bank: Bank,
@@ -1023,27 +1133,28 @@ impl<'a, F: NorFlash, H: Sha256Engine> Updater<'a, F, H> {
             self.upload = upload.copied();
             return Err(UpdateError::Flash(k));
         }
-        verdict.inspect_err(|_| {
+        if verdict.is_err() {
             // Best effort: if this record fails, the next `begin` resumes, and `finish` fails
             // again on the same bytes and tries again.
             *state.bank_mut(bank) = BankState::Empty;
-            let _ = self.store.write(&mut self.flash, state);
-        })
+            let _ = self.store.write(&mut self.flash, state).await;
+        }
+        verdict
     }
 
     /// After the health check passed: the running trial image becomes confirmed and the minimum
     /// security counter rises to its counter. Confirming a confirmed image is a no-op.
-    pub fn confirm(&mut self) -> Result<(), UpdateError> {
+    pub async fn confirm(&mut self) -> Result<(), UpdateError> {
         if self.recovery {
             return Err(UpdateError::InRecovery);
         }
-        let mut state = self.current()?;
+        let mut state = self.current().await?;
         match *state.bank(self.running) {
             BankState::Confirmed(_) if state.preferred == self.running => Ok(()),
             BankState::Pending { image, .. } if state.preferred == self.running => {
                 *state.bank_mut(self.running) = BankState::Confirmed(image);
                 state.min_security_counter = state.min_security_counter.max(image.security_counter);
-                self.store.write(&mut self.flash, &state)?;
+                self.store.write(&mut self.flash, &state).await?;
                 Ok(())
             }
             _ => Err(UpdateError::NotPending),
@@ -1052,18 +1163,18 @@ impl<'a, F: NorFlash, H: Sha256Engine> Updater<'a, F, H> {
 
     /// After the health check failed: the running trial image is rejected and the other bank
     /// preferred; the next reset rolls back. Refused when the other bank has nothing to boot.
-    pub fn reject(&mut self) -> Result<(), UpdateError> {
+    pub async fn reject(&mut self) -> Result<(), UpdateError> {
         if self.recovery {
             return Err(UpdateError::InRecovery);
         }
-        let mut state = self.current()?;
+        let mut state = self.current().await?;
         let BankState::Pending { image, .. } = *state.bank(self.running) else {
             return Err(UpdateError::NotPending);
         };
-        self.check_fallback(&state)?;
+        self.check_fallback(&state).await?;
         *state.bank_mut(self.running) = BankState::Rejected(image);
         state.preferred = self.running.other();
-        self.store.write(&mut self.flash, &state)?;
+        self.store.write(&mut self.flash, &state).await?;
         Ok(())
     }
 
@@ -1071,15 +1182,15 @@ impl<'a, F: NorFlash, H: Sha256Engine> Updater<'a, F, H> {
     /// verifies with the current minimum counter. A running trial image is rejected on the way
     /// (a pending bank must be the preferred one). Takes effect at the next reset. Returns the
     /// image switched to.
-    pub fn rollback(&mut self) -> Result<ImageId, UpdateError> {
-        let mut state = self.current()?;
+    pub async fn rollback(&mut self) -> Result<ImageId, UpdateError> {
+        let mut state = self.current().await?;
         let other = self.running.other();
-        let target = self.check_fallback(&state)?;
+        let target = self.check_fallback(&state).await?;
         if let BankState::Pending { image, .. } = *state.bank(self.running) {
             *state.bank_mut(self.running) = BankState::Rejected(image);
         }
         state.preferred = other;
-        self.store.write(&mut self.flash, &state)?;
+        self.store.write(&mut self.flash, &state).await?;
         Ok(target)
     }
 
@@ -1087,8 +1198,8 @@ impl<'a, F: NorFlash, H: Sha256Engine> Updater<'a, F, H> {
     /// but not booted yet (pending, preferred: recorded rejected, and the running image stays
     /// preferred), or an upload in progress or waiting to be activated (recorded empty). One
     /// record; refused with `NothingToCancel` otherwise.
-    pub fn cancel(&mut self) -> Result<(), UpdateError> {
-        let mut state = self.current()?;
+    pub async fn cancel(&mut self) -> Result<(), UpdateError> {
+        let mut state = self.current().await?;
         let other = self.running.other();
         self.upload = None;
         match *state.bank(other) {
@@ -1099,18 +1210,18 @@ impl<'a, F: NorFlash, H: Sha256Engine> Updater<'a, F, H> {
             BankState::Receiving(_) => *state.bank_mut(other) = BankState::Empty,
             _ => return Err(UpdateError::NothingToCancel),
         }
-        self.store.write(&mut self.flash, &state)?;
+        self.store.write(&mut self.flash, &state).await?;
         Ok(())
     }
 
     /// The other bank's confirmed image, verified, or `NoFallback` / the verification error.
-    fn check_fallback(&mut self, state: &BootState) -> Result<ImageId, UpdateError> {
+    async fn check_fallback(&mut self, state: &BootState) -> Result<ImageId, UpdateError> {
         let other = self.running.other();
         let BankState::Confirmed(id) = *state.bank(other) else {
             return Err(UpdateError::NoFallback);
         };
         let params = self.config.verify_params(other, state.min_security_counter);
-        let image = verify_image_with(&mut self.flash, &params, &mut self.sha)?;
+        let image = verify_image_with(&mut self.flash, &params, &mut self.sha).await?;
         if image.digest != id.digest {
             return Err(UpdateError::NoFallback);
         }

@@ -49,7 +49,7 @@ fn life_cycle<const W: usize, const E: usize>() {
         (d.bank, d.reason),
         (Bank::B, BootReason::Trial { attempts_left: 2 })
     );
-    rig.updater(Bank::B).confirm().unwrap();
+    rig.driver(Bank::B).confirm().unwrap();
     let s = rig.state();
     assert_eq!(*s.bank(Bank::B), BankState::Confirmed(id2));
     assert_eq!(s.min_security_counter, 2);
@@ -57,7 +57,7 @@ fn life_cycle<const W: usize, const E: usize>() {
     assert_eq!(rig.boot().unwrap().reason, BootReason::Normal);
     // Confirm again: no-op.
     let before = rig.state_bytes();
-    rig.updater(Bank::B).confirm().unwrap();
+    rig.driver(Bank::B).confirm().unwrap();
     assert_eq!(rig.state_bytes(), before);
 
     // Update to A (over the old fallback); it never confirms.
@@ -103,23 +103,20 @@ fn life_cycle<const W: usize, const E: usize>() {
         );
     }
     // Nothing to roll back to: A is rejected.
-    assert_eq!(
-        rig.updater(Bank::B).rollback(),
-        Err(UpdateError::NoFallback)
-    );
+    assert_eq!(rig.driver(Bank::B).rollback(), Err(UpdateError::NoFallback));
 
     // Install v4 into A, confirm it, then operator rollback to B and forward again.
     let v4 = rig.image(Bank::A, v(4), 2, 4);
     let id4 = rig.install(Bank::B, &v4).unwrap();
     assert_eq!(rig.boot().unwrap().bank, Bank::A);
-    rig.updater(Bank::A).confirm().unwrap();
-    assert_eq!(rig.updater(Bank::A).rollback().unwrap(), id2);
+    rig.driver(Bank::A).confirm().unwrap();
+    assert_eq!(rig.driver(Bank::A).rollback().unwrap(), id2);
     let d = rig.boot().unwrap();
     assert_eq!(
         (d.bank, d.version, d.reason),
         (Bank::B, v(2), BootReason::Normal)
     );
-    assert_eq!(rig.updater(Bank::B).rollback().unwrap(), id4);
+    assert_eq!(rig.driver(Bank::B).rollback().unwrap(), id4);
     let d = rig.boot().unwrap();
     assert_eq!((d.bank, d.version), (Bank::A, v(4)));
     assert_eq!(rig.state().min_security_counter, 2);
@@ -132,8 +129,8 @@ fn reject_rolls_back_at_once<const W: usize, const E: usize>() {
     rig.install(Bank::A, &v2).unwrap();
     assert_eq!(rig.boot().unwrap().bank, Bank::B);
     // Reject from the wrong bank's point of view is refused.
-    assert_eq!(rig.updater(Bank::A).reject(), Err(UpdateError::NotPending));
-    rig.updater(Bank::B).reject().unwrap();
+    assert_eq!(rig.driver(Bank::A).reject(), Err(UpdateError::NotPending));
+    rig.driver(Bank::B).reject().unwrap();
     let s = rig.state();
     assert_eq!(s.preferred, Bank::A);
     assert_eq!(*s.bank(Bank::A), BankState::Confirmed(id1));
@@ -161,7 +158,7 @@ fn install_guards<const W: usize, const E: usize>() {
         Err(UpdateError::TrialInProgress)
     );
     // Confirm is only for the running trial bank.
-    assert_eq!(rig.updater(Bank::A).confirm(), Err(UpdateError::NotPending));
+    assert_eq!(rig.driver(Bank::A).confirm(), Err(UpdateError::NotPending));
 }
 
 fn chunk_rules<const W: usize, const E: usize>() {
@@ -171,7 +168,7 @@ fn chunk_rules<const W: usize, const E: usize>() {
     let m = manifest(&img);
     let ops_before;
     {
-        let mut up = rig.updater(Bank::A);
+        let mut up = rig.driver(Bank::A);
         assert_eq!(up.write(0, &img[..10]), Err(UpdateError::NoUpload));
         assert_eq!(up.begin(&m), Ok(0));
         assert_eq!(up.write(0, &img[..1500]), Ok(1500));
@@ -217,7 +214,7 @@ fn chunk_rules<const W: usize, const E: usize>() {
     );
 }
 
-for_geometries! {
+for_drivers! {
     full_life_cycle => life_cycle;
     reject => reject_rolls_back_at_once;
     guards => install_guards;

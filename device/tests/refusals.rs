@@ -32,7 +32,7 @@ fn refused<const W: usize, const E: usize>(image: &[u8], expected: UpdateError) 
     let state = rig.state();
     let bank_a = rig.bank_bytes(Bank::A);
     let bank_b = rig.bank_bytes(Bank::B);
-    let at_begin = rig.updater(Bank::A).begin(&manifest(image)).is_err();
+    let at_begin = rig.driver(Bank::A).begin(&manifest(image)).is_err();
     let mut rig = Rig::<W, E>::new();
     rig.provision(&rig.image(Bank::A, v(1), 5, 1));
     assert_eq!(rig.install(Bank::A, image), Err(expected));
@@ -151,7 +151,7 @@ fn each_refusal<const W: usize, const E: usize>() {
     let mut rig2 = Rig::<W, E>::new();
     rig2.provision(&rig2.image(Bank::A, v(1), 5, 1));
     let bank_a = rig2.bank_bytes(Bank::A);
-    let mut up = rig2.updater(Bank::A);
+    let mut up = rig2.driver(Bank::A);
     up.begin(&manifest(&good)).unwrap();
     up.write(0, &good[..good.len() - 10]).unwrap();
     assert_eq!(
@@ -260,23 +260,24 @@ fn replaced_image_is_not_booted<const W: usize, const E: usize>() {
     let v2 = rig.image(Bank::B, v(2), 1, 2);
     rig.install(Bank::A, &v2).unwrap();
     rig.boot().unwrap();
-    rig.updater(Bank::B).confirm().unwrap();
+    rig.driver(Bank::B).confirm().unwrap();
     // Someone rewrites bank A with another signed image behind the updater's back.
     let other = rig.image(Bank::A, v(9), 1, 9);
     let off = rig.layout.bank(Bank::A).offset.0 as usize;
     let r = rig.layout.bank(Bank::A);
     rig.flash.bytes_mut()[off..off + r.size.0 as usize].fill(0xFF);
     rig.flash.load(off, &other);
-    assert_eq!(
-        rig.updater(Bank::B).rollback(),
-        Err(UpdateError::NoFallback)
-    );
+    assert_eq!(rig.driver(Bank::B).rollback(), Err(UpdateError::NoFallback));
     let _ = tlv::TLV_SHA256;
 }
 
-for_geometries! {
+for_drivers! {
     install_refusals => each_refusal;
+    replaced => replaced_image_is_not_booted;
+}
+
+// The boot decision (the bootloader's, blocking only: no updater involved).
+for_geometries! {
     boot_refusals => boot_refuses_bad_banks;
     fail_closed => no_keys_no_boot;
-    replaced => replaced_image_is_not_booted;
 }

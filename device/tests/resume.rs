@@ -20,7 +20,7 @@ fn resume_after_cut<const W: usize, const E: usize>() {
         let mut rig = Rig::<W, E>::new();
         rig.provision(&rig.image(Bank::A, v(1), 1, 1));
         let sent = {
-            let mut up = rig.updater(Bank::A);
+            let mut up = rig.driver(Bank::A);
             up.flash_mut().cut_at(cut_op, model);
             let mut sent = 0usize;
             let r = (|| {
@@ -43,7 +43,7 @@ fn resume_after_cut<const W: usize, const E: usize>() {
         rig.flash.power_on();
         // The device reboots into A; B is not bootable meanwhile.
         assert_eq!(rig.boot().unwrap().bank, Bank::A);
-        let mut up = rig.updater(Bank::A);
+        let mut up = rig.driver(Bank::A);
         let resume = up.begin(&m).unwrap() as usize;
         assert!(resume <= sent, "{model:?}: resume {resume} > sent {sent}");
         assert_eq!(resume % E, 0, "resumes at a sector start");
@@ -62,7 +62,7 @@ fn resume_after_cut<const W: usize, const E: usize>() {
     }
 }
 
-for_geometries! {
+for_drivers! {
     resume => resume_after_cut;
 }
 
@@ -80,11 +80,11 @@ fn resume_over_erased_looking_run<const W: usize, const E: usize>() {
         .unwrap();
     let m = manifest(&img);
     {
-        let mut up = rig.updater(Bank::A);
+        let mut up = rig.driver(Bank::A);
         up.begin(&m).unwrap();
         up.write(0, &img[..HEADER as usize + 4700]).unwrap();
     } // disconnect
-    let mut up = rig.updater(Bank::A);
+    let mut up = rig.driver(Bank::A);
     let mut off = up.begin(&m).unwrap() as usize;
     assert!(off <= HEADER as usize + 1500);
     while off < img.len() {
@@ -103,17 +103,17 @@ fn same_header_rebuild_starts_afresh<const W: usize, const E: usize>() {
     let first = rig.image(Bank::B, v(2), 1, 2);
     rig.install(Bank::A, &first).unwrap();
     rig.boot().unwrap();
-    rig.updater(Bank::B).reject().unwrap();
+    rig.driver(Bank::B).reject().unwrap();
     rig.boot().unwrap();
     let rebuild = rig.image(Bank::B, v(2), 1, 3);
     assert_eq!(rebuild[..32], first[..32], "same header bytes");
-    let mut up = rig.updater(Bank::A);
+    let mut up = rig.driver(Bank::A);
     assert_eq!(up.begin(&manifest(&rebuild)), Ok(0));
     rig.install(Bank::A, &rebuild).unwrap();
     assert_eq!(rig.boot().unwrap().bank, Bank::B);
 }
 
-for_geometries! {
+for_drivers! {
     erased_run => resume_over_erased_looking_run;
     rebuild => same_header_rebuild_starts_afresh;
 }
@@ -168,7 +168,8 @@ fn short_and_long<const W: usize, const E: usize>(rig: &Rig<W, E>) -> (Vec<u8>, 
 fn resume_never_trusts_another_images_bytes<const W: usize, const E: usize>() {
     let mut rig = Rig::<W, E>::new();
     if rig.layout.bank_size() < 2 * E as u32 {
-        return; // one-sector banks: the two images cannot end in different sectors
+        // One-sector banks: the two images cannot end in different sectors.
+        return not_applicable();
     }
     rig.provision(&rig.image(Bank::A, v(1), 1, 1));
     let (short, long) = short_and_long(&rig);
@@ -178,11 +179,11 @@ fn resume_never_trusts_another_images_bytes<const W: usize, const E: usize>() {
     rig.flash.load(b + stale_at, &[0x00; 32]);
     let sent = 400usize;
     {
-        let mut up = rig.updater(Bank::A);
+        let mut up = rig.driver(Bank::A);
         assert_eq!(up.begin(&manifest(&short)), Ok(0));
         up.write(0, &short[..sent]).unwrap();
     } // the host disconnects
-    let mut up = rig.updater(Bank::A);
+    let mut up = rig.driver(Bank::A);
     let resume = up.begin(&manifest(&long)).unwrap() as usize;
     assert!(
         resume <= sent,
@@ -204,7 +205,7 @@ fn resume_erases_every_sector_the_new_image_spans<const W: usize, const E: usize
     let mut rig = Rig::<W, E>::new();
     if W == 1 || rig.layout.bank_size() < 2 * E as u32 {
         // A 1-byte unit holds no byte past the image's end; one-sector banks: as above.
-        return;
+        return not_applicable();
     }
     rig.provision(&rig.image(Bank::A, v(1), 1, 1));
     let (short, long) = short_and_long(&rig);
@@ -219,7 +220,7 @@ fn resume_erases_every_sector_the_new_image_spans<const W: usize, const E: usize
     let unit_end = long.len().div_ceil(W) * W;
     rig.flash.load(b + unit_end - 1, &[0x00]);
     {
-        let mut up = rig.updater(Bank::A);
+        let mut up = rig.driver(Bank::A);
         assert_eq!(up.begin(&manifest(&short)), Ok(0));
         up.write(0, &short[..400]).unwrap();
     }
@@ -229,7 +230,7 @@ fn resume_erases_every_sector_the_new_image_spans<const W: usize, const E: usize
     assert_eq!(rig.boot().unwrap().bank, Bank::B);
 }
 
-for_geometries! {
+for_drivers! {
     stale_bytes_past_short => resume_never_trusts_another_images_bytes;
     stale_unit_at_long_end => resume_erases_every_sector_the_new_image_spans;
 }

@@ -3,7 +3,7 @@
 //! 1. prerequisites: thumbv7m target, qemu-system-arm, imgtool, smpmgr (see tools.rs; the
 //!    other SMP client, mcumgr-toolkit, is a crate the QEMU tests depend on);
 //! 2. the device crate builds for thumbv7m-none-eabi without std and without alloc, also with
-//!    its `defmt` feature;
+//!    its `defmt` and `async` features;
 //! 3. the firmware (shim + demo app variants) is built for the QEMU tests, and the shim's flash
 //!    is checked against the board's budget (`cargo xtask size`);
 //! 4. `cargo test --workspace` (device, host tool, power-cut harness, QEMU end-to-end tests);
@@ -38,13 +38,14 @@ pub fn run_all() -> Result<(), String> {
         "--profile",
         "firmware",
     ]))?;
-    // With `defmt::Format` on the types a firmware logs (a library build needs no linker script).
+    // With `defmt::Format` on the types a firmware logs (a library build needs no linker script),
+    // and the async updater.
     run(cargo().args([
         "build",
         "-p",
         "twinbank",
         "--features",
-        "defmt",
+        "defmt,async",
         "--target",
         THUMB,
         "--profile",

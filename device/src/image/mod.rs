@@ -33,6 +33,14 @@ pub use verify::{
     KeySelector, ProtectedInfo, SignatureCheck, SignatureOutcome, VerifiedImage, VerifyParams,
     SPKI_LEN,
 };
+/// The async twins of the verification reads (same source, over
+/// `embedded_storage_async::nor_flash::ReadNorFlash`), used by [`crate::asynch::Updater`].
+#[cfg(feature = "async")]
+#[cfg_attr(docsrs, doc(cfg(feature = "async")))]
+pub use verify::{
+    check_unprotected_with_async, hash_range_with_async, read_header_async, read_protected_async,
+    verify_image_with_async,
+};
 
 /// A 16-byte UUID as stored in the vendor/class TLVs (RFC 4122 byte order, as `imgtool` writes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]

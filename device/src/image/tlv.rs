@@ -7,6 +7,11 @@
 use super::ImageError;
 use crate::flash::read_exact;
 use embedded_storage::nor_flash::ReadNorFlash;
+#[cfg(feature = "async")]
+use {
+    crate::flash::read_exact_async,
+    embedded_storage_async::nor_flash::ReadNorFlash as AsyncReadNorFlash,
+};
 
 /// Info magic of the unprotected TLV area (`IMAGE_TLV_INFO_MAGIC`).
 pub const TLV_INFO_MAGIC: u16 = 0x6907;
@@ -80,10 +85,21 @@ pub struct TlvEntry {
     pub len: u16,
 }
 
+#[maybe_async_cfg::maybe(
+    sync(keep_self),
+    async(feature = "async", keep_self),
+    idents(
+        ReadNorFlash(sync, async = "AsyncReadNorFlash"),
+        read_exact(sync, async = "read_exact_async"),
+        read_value(sync, async = "read_value_async"),
+        open(sync, async = "open_async"),
+        next(sync, async = "next_async")
+    )
+)]
 impl TlvEntry {
     /// Reads the value into `out`, which must have exactly `len` bytes; a different length means
     /// the TLV is malformed for its type.
-    pub fn read_value<F: ReadNorFlash>(
+    pub async fn read_value<F: ReadNorFlash>(
         &self,
         flash: &mut F,
         out: &mut [u8],
@@ -91,7 +107,9 @@ impl TlvEntry {
         if out.len() != self.len as usize {
             return Err(ImageError::MalformedTlv(self.kind));
         }
-        read_exact(flash, self.value_offset, out).map_err(ImageError::Flash)
+        read_exact(flash, self.value_offset, out)
+            .await
+            .map_err(ImageError::Flash)
     }
 }
 
@@ -102,10 +120,21 @@ pub struct TlvIter {
     end: u32,
 }
 
+#[maybe_async_cfg::maybe(
+    sync(keep_self),
+    async(feature = "async", keep_self),
+    idents(
+        ReadNorFlash(sync, async = "AsyncReadNorFlash"),
+        read_exact(sync, async = "read_exact_async"),
+        read_value(sync, async = "read_value_async"),
+        open(sync, async = "open_async"),
+        next(sync, async = "next_async")
+    )
+)]
 impl TlvIter {
     /// Opens the area at flash offset `offset`, checking its info header: `magic` must match and
     /// the area must end at or before `limit`. Returns the walker and the area's total size.
-    pub fn open<F: ReadNorFlash>(
+    pub async fn open<F: ReadNorFlash>(
         flash: &mut F,
         offset: u32,
         limit: u32,
@@ -118,7 +147,9 @@ impl TlvIter {
             return Err(ImageError::Truncated);
         }
         let mut info = [0u8; 4];
-        read_exact(flash, offset, &mut info).map_err(ImageError::Flash)?;
+        read_exact(flash, offset, &mut info)
+            .await
+            .map_err(ImageError::Flash)?;
         let found = u16::from_le_bytes([info[0], info[1]]);
         let total = u16::from_le_bytes([info[2], info[3]]) as u32;
         if found != magic {
@@ -137,7 +168,10 @@ impl TlvIter {
     }
 
     /// The next entry, `None` at the end of the area. An entry that does not fit is an error.
-    pub fn next<F: ReadNorFlash>(&mut self, flash: &mut F) -> Result<Option<TlvEntry>, ImageError> {
+    pub async fn next<F: ReadNorFlash>(
+        &mut self,
+        flash: &mut F,
+    ) -> Result<Option<TlvEntry>, ImageError> {
         if self.pos == self.end {
             return Ok(None);
         }
@@ -145,7 +179,9 @@ impl TlvIter {
             return Err(ImageError::BadTlvArea);
         }
         let mut h = [0u8; 4];
-        read_exact(flash, self.pos, &mut h).map_err(ImageError::Flash)?;
+        read_exact(flash, self.pos, &mut h)
+            .await
+            .map_err(ImageError::Flash)?;
         if h == [crate::flash::ERASED; 4] {
             // Erased where an entry should be: the image was cut short.
             return Err(ImageError::Truncated);

@@ -24,6 +24,11 @@ use super::{DeviceIds, ImageError, TrustedKey, Uuid};
 use crate::flash::read_exact;
 use ed25519_dalek::{Signature, VerifyingKey};
 use embedded_storage::nor_flash::ReadNorFlash;
+#[cfg(feature = "async")]
+use {
+    crate::flash::read_exact_async,
+    embedded_storage_async::nor_flash::ReadNorFlash as AsyncReadNorFlash,
+};
 
 /// Bytes read from flash per step while hashing. A larger buffer means fewer driver calls; 256
 /// keeps the verifier's own stack small next to the signature check.
@@ -71,15 +76,52 @@ pub struct VerifiedImage {
 }
 
 /// Reads the fixed header at `offset`.
-pub fn read_header<F: ReadNorFlash>(flash: &mut F, offset: u32) -> Result<ImageHeader, ImageError> {
+#[maybe_async_cfg::maybe(
+    sync(keep_self),
+    async(feature = "async", self = "read_header_async"),
+    idents(
+        ReadNorFlash(sync, async = "AsyncReadNorFlash"),
+        read_exact(sync, async = "read_exact_async"),
+        read_value(sync, async = "read_value_async"),
+        open(sync, async = "open_async"),
+        next(sync, async = "next_async"),
+        read_header(sync, async = "read_header_async"),
+        read_protected(sync, async = "read_protected_async"),
+        hash_range_with(sync, async = "hash_range_with_async"),
+        check_unprotected_with(sync, async = "check_unprotected_with_async"),
+        entry_with(sync, async = "entry_with_async")
+    )
+)]
+pub async fn read_header<F: ReadNorFlash>(
+    flash: &mut F,
+    offset: u32,
+) -> Result<ImageHeader, ImageError> {
     let mut b = [0u8; HEADER_SIZE];
-    read_exact(flash, offset, &mut b).map_err(ImageError::Flash)?;
+    read_exact(flash, offset, &mut b)
+        .await
+        .map_err(ImageError::Flash)?;
     ImageHeader::parse(&b).map_err(ImageError::from)
 }
 
 /// Reads the protected TLV area that starts at flash offset `offset` (`size` from the header;
 /// 0 means none). Unknown protected TLVs are ignored (they are covered by the hash anyway).
-pub fn read_protected<F: ReadNorFlash>(
+#[maybe_async_cfg::maybe(
+    sync(keep_self),
+    async(feature = "async", self = "read_protected_async"),
+    idents(
+        ReadNorFlash(sync, async = "AsyncReadNorFlash"),
+        read_exact(sync, async = "read_exact_async"),
+        read_value(sync, async = "read_value_async"),
+        open(sync, async = "open_async"),
+        next(sync, async = "next_async"),
+        read_header(sync, async = "read_header_async"),
+        read_protected(sync, async = "read_protected_async"),
+        hash_range_with(sync, async = "hash_range_with_async"),
+        check_unprotected_with(sync, async = "check_unprotected_with_async"),
+        entry_with(sync, async = "entry_with_async")
+    )
+)]
+pub async fn read_protected<F: ReadNorFlash>(
     flash: &mut F,
     offset: u32,
     size: u16,
@@ -89,20 +131,20 @@ pub fn read_protected<F: ReadNorFlash>(
     if size == 0 {
         return Ok(info);
     }
-    let (mut it, total) = TlvIter::open(flash, offset, limit, TLV_PROT_INFO_MAGIC)?;
+    let (mut it, total) = TlvIter::open(flash, offset, limit, TLV_PROT_INFO_MAGIC).await?;
     if total != size as u32 {
         return Err(ImageError::BadTlvArea);
     }
-    while let Some(e) = it.next(flash)? {
+    while let Some(e) = TlvIter::next(&mut it, flash).await? {
         match e.kind {
             TLV_SEC_CNT => {
                 let mut v = [0u8; 4];
-                e.read_value(flash, &mut v)?;
+                TlvEntry::read_value(&e, flash, &mut v).await?;
                 info.security_counter = u32::from_le_bytes(v);
             }
             TLV_VENDOR_ID | TLV_CLASS_ID => {
                 let mut v = [0u8; 16];
-                e.read_value(flash, &mut v)?;
+                TlvEntry::read_value(&e, flash, &mut v).await?;
                 if e.kind == TLV_VENDOR_ID {
                     info.vendor_id = Some(Uuid(v));
                 } else {
@@ -185,7 +227,23 @@ pub fn verify_image<F: ReadNorFlash>(
 }
 
 /// [`verify_image`] hashing through `engine`.
-pub fn verify_image_with<F: ReadNorFlash, H: Sha256Engine>(
+#[maybe_async_cfg::maybe(
+    sync(keep_self),
+    async(feature = "async", self = "verify_image_with_async"),
+    idents(
+        ReadNorFlash(sync, async = "AsyncReadNorFlash"),
+        read_exact(sync, async = "read_exact_async"),
+        read_value(sync, async = "read_value_async"),
+        open(sync, async = "open_async"),
+        next(sync, async = "next_async"),
+        read_header(sync, async = "read_header_async"),
+        read_protected(sync, async = "read_protected_async"),
+        hash_range_with(sync, async = "hash_range_with_async"),
+        check_unprotected_with(sync, async = "check_unprotected_with_async"),
+        entry_with(sync, async = "entry_with_async")
+    )
+)]
+pub async fn verify_image_with<F: ReadNorFlash, H: Sha256Engine>(
     flash: &mut F,
     params: &VerifyParams<'_>,
     engine: &mut H,
@@ -194,7 +252,7 @@ pub fn verify_image_with<F: ReadNorFlash, H: Sha256Engine>(
         // Fail closed before touching anything else.
         return Err(ImageError::NoTrustedKeys);
     }
-    let header = read_header(flash, params.offset)?;
+    let header = read_header(flash, params.offset).await?;
     let limit = params
         .offset
         .checked_add(params.capacity)
@@ -211,13 +269,13 @@ pub fn verify_image_with<F: ReadNorFlash, H: Sha256Engine>(
     }
     // Fits in u32 now: hashed_len < capacity.
     let prot_offset = params.offset + header.tlv_offset() as u32;
-    let protected = read_protected(flash, prot_offset, header.protect_tlv_size, limit)?;
+    let protected = read_protected(flash, prot_offset, header.protect_tlv_size, limit).await?;
     check_manifest(&header, &protected, params)?;
 
     let unprot_offset = params.offset + hashed_len as u32;
-    let digest = hash_range_with(flash, params.offset, hashed_len as u32, engine)?;
+    let digest = hash_range_with(flash, params.offset, hashed_len as u32, engine).await?;
     let unprot_total =
-        check_unprotected_with(flash, unprot_offset, limit, params.keys, &digest, engine)?;
+        check_unprotected_with(flash, unprot_offset, limit, params.keys, &digest, engine).await?;
     Ok(VerifiedImage {
         header,
         digest,
@@ -249,7 +307,23 @@ pub fn check_unprotected<F: ReadNorFlash>(
 }
 
 /// [`check_unprotected`] hashing key names through `engine`.
-pub fn check_unprotected_with<F: ReadNorFlash, H: Sha256Engine>(
+#[maybe_async_cfg::maybe(
+    sync(keep_self),
+    async(feature = "async", self = "check_unprotected_with_async"),
+    idents(
+        ReadNorFlash(sync, async = "AsyncReadNorFlash"),
+        read_exact(sync, async = "read_exact_async"),
+        read_value(sync, async = "read_value_async"),
+        open(sync, async = "open_async"),
+        next(sync, async = "next_async"),
+        read_header(sync, async = "read_header_async"),
+        read_protected(sync, async = "read_protected_async"),
+        hash_range_with(sync, async = "hash_range_with_async"),
+        check_unprotected_with(sync, async = "check_unprotected_with_async"),
+        entry_with(sync, async = "entry_with_async")
+    )
+)]
+pub async fn check_unprotected_with<F: ReadNorFlash, H: Sha256Engine>(
     flash: &mut F,
     offset: u32,
     limit: u32,
@@ -260,15 +334,15 @@ pub fn check_unprotected_with<F: ReadNorFlash, H: Sha256Engine>(
     if keys.is_empty() {
         return Err(ImageError::NoTrustedKeys);
     }
-    let (mut tlvs, total) = TlvIter::open(flash, offset, limit, TLV_INFO_MAGIC)?;
+    let (mut tlvs, total) = TlvIter::open(flash, offset, limit, TLV_INFO_MAGIC).await?;
     let mut hash_seen = false;
     let mut outcome = SignatureOutcome::NoSignature;
     let mut selector = KeySelector::new(keys);
-    while let Some(e) = tlvs.next(flash)? {
+    while let Some(e) = TlvIter::next(&mut tlvs, flash).await? {
         match e.kind {
             TLV_SHA256 => {
                 let mut v = [0u8; 32];
-                e.read_value(flash, &mut v)?;
+                TlvEntry::read_value(&e, flash, &mut v).await?;
                 if &v != digest {
                     return Err(ImageError::HashMismatch);
                 }
@@ -276,7 +350,9 @@ pub fn check_unprotected_with<F: ReadNorFlash, H: Sha256Engine>(
             }
             TLV_SIG_PURE => return Err(ImageError::PureSignature),
             _ => {
-                if let Some(check) = selector.entry_with(flash, &e, digest, engine)? {
+                if let Some(check) =
+                    KeySelector::entry_with(&mut selector, flash, &e, digest, engine).await?
+                {
                     outcome = outcome.best(check.outcome);
                 }
             }
@@ -303,7 +379,23 @@ pub fn hash_range<F: ReadNorFlash>(
 }
 
 /// [`hash_range`] through `engine`. The buffer is word-aligned, so a driver can copy whole words.
-pub fn hash_range_with<F: ReadNorFlash, H: Sha256Engine>(
+#[maybe_async_cfg::maybe(
+    sync(keep_self),
+    async(feature = "async", self = "hash_range_with_async"),
+    idents(
+        ReadNorFlash(sync, async = "AsyncReadNorFlash"),
+        read_exact(sync, async = "read_exact_async"),
+        read_value(sync, async = "read_value_async"),
+        open(sync, async = "open_async"),
+        next(sync, async = "next_async"),
+        read_header(sync, async = "read_header_async"),
+        read_protected(sync, async = "read_protected_async"),
+        hash_range_with(sync, async = "hash_range_with_async"),
+        check_unprotected_with(sync, async = "check_unprotected_with_async"),
+        entry_with(sync, async = "entry_with_async")
+    )
+)]
+pub async fn hash_range_with<F: ReadNorFlash, H: Sha256Engine>(
     flash: &mut F,
     offset: u32,
     len: u32,
@@ -314,7 +406,9 @@ pub fn hash_range_with<F: ReadNorFlash, H: Sha256Engine>(
     let mut pos = 0u32;
     while pos < len {
         let n = (len - pos).min(HASH_CHUNK as u32) as usize;
-        read_exact(flash, offset + pos, &mut buf.0[..n]).map_err(ImageError::Flash)?;
+        read_exact(flash, offset + pos, &mut buf.0[..n])
+            .await
+            .map_err(ImageError::Flash)?;
         engine.update(&buf.0[..n]);
         pos += n as u32;
     }
@@ -401,9 +495,27 @@ impl<'k> KeySelector<'k> {
     ) -> Result<Option<SignatureCheck>, ImageError> {
         self.entry_with(flash, e, digest, &mut SoftSha256::default())
     }
+}
 
+#[maybe_async_cfg::maybe(
+    sync(keep_self),
+    async(feature = "async", keep_self),
+    idents(
+        ReadNorFlash(sync, async = "AsyncReadNorFlash"),
+        read_exact(sync, async = "read_exact_async"),
+        read_value(sync, async = "read_value_async"),
+        open(sync, async = "open_async"),
+        next(sync, async = "next_async"),
+        read_header(sync, async = "read_header_async"),
+        read_protected(sync, async = "read_protected_async"),
+        hash_range_with(sync, async = "hash_range_with_async"),
+        check_unprotected_with(sync, async = "check_unprotected_with_async"),
+        entry_with(sync, async = "entry_with_async")
+    )
+)]
+impl<'k> KeySelector<'k> {
     /// [`KeySelector::entry`] hashing key names through `engine`.
-    pub fn entry_with<F: ReadNorFlash, H: Sha256Engine>(
+    pub async fn entry_with<F: ReadNorFlash, H: Sha256Engine>(
         &mut self,
         flash: &mut F,
         e: &TlvEntry,
@@ -417,17 +529,17 @@ impl<'k> KeySelector<'k> {
             }
             TLV_KEYHASH => {
                 let mut v = [0u8; 32];
-                e.read_value(flash, &mut v)?;
+                TlvEntry::read_value(e, flash, &mut v).await?;
                 self.named = self.name(self.keys.iter().position(|k| k.keyhash_with(engine) == v));
             }
             TLV_PUBKEY => {
                 let mut v = [0u8; SPKI_LEN];
-                e.read_value(flash, &mut v)?;
+                TlvEntry::read_value(e, flash, &mut v).await?;
                 self.named = self.name(self.keys.iter().position(|k| k.spki() == v));
             }
             TLV_ED25519 => {
                 let mut v = [0u8; 64];
-                e.read_value(flash, &mut v)?;
+                TlvEntry::read_value(e, flash, &mut v).await?;
                 let check = self.check(&Signature::from_bytes(&v), digest);
                 self.named = KeyName::NotNamed;
                 return Ok(Some(check));
@@ -436,7 +548,9 @@ impl<'k> KeySelector<'k> {
         }
         Ok(None)
     }
+}
 
+impl<'k> KeySelector<'k> {
     fn name(&self, index: Option<usize>) -> KeyName {
         index.map_or(KeyName::Untrusted, KeyName::Trusted)
     }

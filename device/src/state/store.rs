@@ -31,6 +31,14 @@ use crate::flash::{read_exact, ERASED};
 use crate::layout::{GeometryError, Layout};
 use core::fmt;
 use embedded_storage::nor_flash::{NorFlash, ReadNorFlash};
+#[cfg(feature = "async")]
+use {
+    crate::asynch::CheckAsyncFlash,
+    crate::flash::read_exact_async,
+    embedded_storage_async::nor_flash::{
+        NorFlash as AsyncNorFlash, ReadNorFlash as AsyncReadNorFlash,
+    },
+};
 
 /// Why the state could not be read or written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -82,6 +90,17 @@ struct Cursor {
 
 /// The state store: knows the newest record and where the next one goes. Build it with
 /// [`StateStore::open`], which scans the region once.
+#[maybe_async_cfg::maybe(
+    sync(keep_self),
+    async(feature = "async", cfg_attr(docsrs, doc(cfg(feature = "async")))),
+    idents(
+        StateStore(sync, async = "AsyncStateStore"),
+        NorFlash(sync, async = "AsyncNorFlash"),
+        ReadNorFlash(sync, async = "AsyncReadNorFlash"),
+        read_exact(sync, async = "read_exact_async"),
+        check_flash(sync, async = "check_async_flash")
+    )
+)]
 #[derive(Debug, Clone)]
 pub struct StateStore {
     region_offset: u32,
@@ -97,6 +116,17 @@ pub struct StateStore {
     uncertain: bool,
 }
 
+#[maybe_async_cfg::maybe(
+    sync(keep_self),
+    async(feature = "async", cfg_attr(docsrs, doc(cfg(feature = "async")))),
+    idents(
+        StateStore(sync, async = "AsyncStateStore"),
+        NorFlash(sync, async = "AsyncNorFlash"),
+        ReadNorFlash(sync, async = "AsyncReadNorFlash"),
+        read_exact(sync, async = "read_exact_async"),
+        check_flash(sync, async = "check_async_flash")
+    )
+)]
 impl StateStore {
     /// Slots per erase sector.
     fn slots(&self) -> u32 {
@@ -113,22 +143,28 @@ impl StateStore {
     ///
     /// Every entry point of the crate that takes a flash handle opens the store first, so this is
     /// the one place the geometry is checked. Reads each slot once; stack: one record buffer.
-    pub fn open<F: NorFlash>(flash: &mut F, layout: &Layout) -> Result<StateStore, StateError> {
-        layout.check_flash(flash).map_err(StateError::Geometry)?;
-        Self::scanned(flash, layout)
+    pub async fn open<F: NorFlash>(
+        flash: &mut F,
+        layout: &Layout,
+    ) -> Result<StateStore, StateError> {
+        Layout::check_flash(layout, flash).map_err(StateError::Geometry)?;
+        Self::scanned(flash, layout).await
     }
 
     /// The newest valid state of a flash *image* read as it is (a file, a dump, a buffer in a
     /// [`SliceFlash`](crate::flash::SliceFlash)), `None` when it holds no valid record. Tools use
     /// it where no driver exists to check the geometry against; nothing can be written through it.
-    pub fn peek<F: ReadNorFlash>(
+    pub async fn peek<F: ReadNorFlash>(
         flash: &mut F,
         layout: &Layout,
     ) -> Result<Option<BootState>, StateError> {
-        Ok(Self::scanned(flash, layout)?.current)
+        Ok(Self::scanned(flash, layout).await?.current)
     }
 
-    fn scanned<F: ReadNorFlash>(flash: &mut F, layout: &Layout) -> Result<StateStore, StateError> {
+    async fn scanned<F: ReadNorFlash>(
+        flash: &mut F,
+        layout: &Layout,
+    ) -> Result<StateStore, StateError> {
         let mut store = StateStore {
             region_offset: layout.state().offset.0,
             sectors: layout.state_sectors(),
@@ -138,7 +174,7 @@ impl StateStore {
             current: None,
             uncertain: false,
         };
-        store.scan(flash)?;
+        store.scan(flash).await?;
         Ok(store)
     }
 
@@ -151,12 +187,12 @@ impl StateStore {
     /// After a failed write: scans the region again so that [`StateStore::current`] is what the
     /// flash holds (what a reset would find). A no-op when no write failed. Sequence numbers
     /// already consumed stay consumed, and a slot a failed write was aimed at is never used again.
-    pub fn refresh<F: ReadNorFlash>(&mut self, flash: &mut F) -> Result<(), StateError> {
+    pub async fn refresh<F: ReadNorFlash>(&mut self, flash: &mut F) -> Result<(), StateError> {
         if !self.uncertain {
             return Ok(());
         }
         let (seq, cursor) = (self.seq, self.cursor);
-        self.scan(flash)?;
+        self.scan(flash).await?;
         self.seq = self.seq.max(seq);
         if let (Some(ram), Some(scanned)) = (cursor, self.cursor) {
             if ram.sector == scanned.sector && ram.slot > scanned.slot {
@@ -168,7 +204,7 @@ impl StateStore {
     }
 
     /// Finds the newest valid record and the next free slot after it.
-    fn scan<F: ReadNorFlash>(&mut self, flash: &mut F) -> Result<(), StateError> {
+    async fn scan<F: ReadNorFlash>(&mut self, flash: &mut F) -> Result<(), StateError> {
         let store = self;
         store.cursor = None;
         store.seq = 0;
@@ -179,6 +215,7 @@ impl StateStore {
             let mut newest_here = false;
             for slot in 0..store.slots() {
                 read_exact(flash, store.slot_offset(sector, slot), &mut buf)
+                    .await
                     .map_err(StateError::Flash)?;
                 if buf.iter().all(|&b| b == ERASED) {
                     // A slot left blank by a failed write may precede newer records.
@@ -216,7 +253,7 @@ impl StateStore {
     ///
     /// Power loss at any point leaves either the previous state or `state` as the newest valid
     /// record. Writing a state equal to the current one is a no-op.
-    pub fn write<F: NorFlash>(
+    pub async fn write<F: NorFlash>(
         &mut self,
         flash: &mut F,
         state: &BootState,
@@ -232,9 +269,11 @@ impl StateStore {
         let target = match self.cursor {
             Some(c) if c.slot < self.slots() => c,
             // The next sector of the ring (a comparison, not `%`: no division, no panic path).
-            Some(c) if c.sector + 1 < self.sectors => self.erase_sector(flash, c.sector + 1)?,
-            Some(_) => self.erase_sector(flash, 0)?,
-            None => self.erase_sector(flash, 0)?,
+            Some(c) if c.sector + 1 < self.sectors => {
+                self.erase_sector(flash, c.sector + 1).await?
+            }
+            Some(_) => self.erase_sector(flash, 0).await?,
+            None => self.erase_sector(flash, 0).await?,
         };
         let record = encode(state, seq);
         self.seq = seq;
@@ -248,9 +287,12 @@ impl StateStore {
         });
         flash
             .write(offset, &record)
+            .await
             .map_err(|e| StateError::Flash(fault(e)))?;
         let mut back = [0u8; RECORD_SIZE];
-        read_exact(flash, offset, &mut back).map_err(StateError::Flash)?;
+        read_exact(flash, offset, &mut back)
+            .await
+            .map_err(StateError::Flash)?;
         if back != record {
             return Err(StateError::WriteVerifyFailed);
         }
@@ -259,7 +301,7 @@ impl StateStore {
         Ok(())
     }
 
-    fn erase_sector<F: NorFlash>(
+    async fn erase_sector<F: NorFlash>(
         &mut self,
         flash: &mut F,
         sector: u32,
@@ -268,6 +310,7 @@ impl StateStore {
         // On failure the cursor still says "current sector full", so the next write erases again.
         flash
             .erase(from, from + self.erase_size)
+            .await
             .map_err(|e| StateError::Flash(fault(e)))?;
         Ok(Cursor { sector, slot: 0 })
     }

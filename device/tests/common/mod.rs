@@ -3,6 +3,9 @@
 #![allow(dead_code)]
 
 use ed25519_dalek::SigningKey;
+use embedded_storage::nor_flash::{ErrorType, NorFlash};
+use embedded_storage_async::nor_flash as asynch;
+use std::cell::Cell;
 use twinbank::flash::SliceFlash;
 use twinbank::image::encode::ImageBuilder;
 use twinbank::testing::invariants::ImageSigner;
@@ -10,7 +13,7 @@ use twinbank::testing::StrictFlash;
 use twinbank::update::Manifest;
 use twinbank::{
     boot, Attempts, Bank, BootDecision, BootState, Config, DeviceIds, ImageId, Layout, Region,
-    TrustedKey, Updater, Uuid, Version,
+    TrustedKey, UpdateError, Updater, Uuid, Version,
 };
 
 /// CPU address of flash offset 0 in the tests (any value works; a typical MCU flash base).
@@ -118,6 +121,22 @@ impl<const W: usize, const E: usize> Rig<W, E> {
         Updater::new(&mut self.flash, config, running).expect("updater")
     }
 
+    /// The updater the test runs through: the blocking one, or the async one over
+    /// [`Yielding`] flash driven by `block_on` when the test was started by
+    /// [`for_drivers!`]'s `_async` variant.
+    pub fn driver(&mut self, running: Bank) -> Driver<'_, W, E> {
+        let config = self.config();
+        if ASYNC.get() {
+            ASYNC_DRIVERS.set(ASYNC_DRIVERS.get() + 1);
+            let flash = Yielding::new(&mut self.flash);
+            Driver::Async(
+                block_on(twinbank::asynch::Updater::new(flash, config, running)).expect("updater"),
+            )
+        } else {
+            Driver::Blocking(Updater::new(&mut self.flash, config, running).expect("updater"))
+        }
+    }
+
     /// Installs `image` into the bank that is not `running`, in chunks of varying sizes.
     pub fn install(
         &mut self,
@@ -125,7 +144,7 @@ impl<const W: usize, const E: usize> Rig<W, E> {
         image: &[u8],
     ) -> Result<ImageId, twinbank::UpdateError> {
         let manifest = manifest(image);
-        let mut up = self.updater(running);
+        let mut up = self.driver(running);
         let mut offset = up.begin(&manifest)? as usize;
         let sizes = [1usize, 7, 64, 333, 1000, 2];
         let mut i = 0;
@@ -186,6 +205,200 @@ macro_rules! for_geometries {
                 fn w8_e4k() { super::$body::<8, 4096>(); }
                 #[test]
                 fn w32_e128k() { super::$body::<32, 131072>(); }
+            }
+        )*
+    };
+}
+
+thread_local! {
+    /// Whether this test drives the async updater (each test runs on its own thread).
+    static ASYNC: Cell<bool> = const { Cell::new(false) };
+    /// Async updaters this test opened.
+    static ASYNC_DRIVERS: Cell<u32> = const { Cell::new(0) };
+    /// The body said it does not apply to this geometry (and ran nothing).
+    static NOT_APPLICABLE: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Called by a test body that returns early because it cannot apply to the rig's geometry.
+pub fn not_applicable() {
+    NOT_APPLICABLE.set(true);
+}
+
+/// Runs `body` on the async updater and checks that it opened one (a body that never installs
+/// would prove nothing about it).
+pub fn with_async_driver(body: fn()) {
+    ASYNC.set(true);
+    body();
+    assert!(
+        ASYNC_DRIVERS.get() > 0 || NOT_APPLICABLE.get(),
+        "the test never opened the async updater"
+    );
+}
+
+/// Runs a future to completion on this thread (no executor).
+pub fn block_on<T>(f: impl core::future::Future<Output = T>) -> T {
+    embassy_futures::block_on(f)
+}
+
+/// An async flash over a blocking one whose every operation is pending once before it runs: an
+/// updater that did not await its flash operations (or blocked on them) could not complete.
+/// `yields` counts the operations that were awaited.
+pub struct Yielding<F> {
+    /// The blocking flash.
+    pub inner: F,
+    /// Operations awaited so far.
+    pub yields: u64,
+    /// Pending after the operation ran rather than before it (a driver that starts the
+    /// operation, then awaits its end): a future dropped there leaves the operation done.
+    pub after: bool,
+}
+
+impl<F> Yielding<F> {
+    pub fn new(inner: F) -> Self {
+        Yielding {
+            inner,
+            yields: 0,
+            after: false,
+        }
+    }
+
+    /// Pending once after each operation instead of before.
+    pub fn after(inner: F) -> Self {
+        Yielding {
+            after: true,
+            ..Yielding::new(inner)
+        }
+    }
+
+    async fn step(&mut self) {
+        self.yields += 1;
+        embassy_futures::yield_now().await;
+    }
+}
+
+impl<F: ErrorType> ErrorType for Yielding<F> {
+    type Error = F::Error;
+}
+
+impl<F: NorFlash> asynch::ReadNorFlash for Yielding<F> {
+    const READ_SIZE: usize = F::READ_SIZE;
+
+    async fn read(&mut self, offset: u32, bytes: &mut [u8]) -> Result<(), Self::Error> {
+        if !self.after {
+            self.step().await;
+        }
+        let r = self.inner.read(offset, bytes);
+        if self.after {
+            self.step().await;
+        }
+        r
+    }
+
+    fn capacity(&self) -> usize {
+        self.inner.capacity()
+    }
+}
+
+impl<F: NorFlash> asynch::NorFlash for Yielding<F> {
+    const WRITE_SIZE: usize = F::WRITE_SIZE;
+    const ERASE_SIZE: usize = F::ERASE_SIZE;
+
+    async fn erase(&mut self, from: u32, to: u32) -> Result<(), Self::Error> {
+        if !self.after {
+            self.step().await;
+        }
+        let r = self.inner.erase(from, to);
+        if self.after {
+            self.step().await;
+        }
+        r
+    }
+
+    async fn write(&mut self, offset: u32, bytes: &[u8]) -> Result<(), Self::Error> {
+        if !self.after {
+            self.step().await;
+        }
+        let r = self.inner.write(offset, bytes);
+        if self.after {
+            self.step().await;
+        }
+        r
+    }
+}
+
+/// The async updater the tests drive.
+pub type AsyncUpdater<'r, const W: usize, const E: usize> =
+    twinbank::asynch::Updater<'static, Yielding<&'r mut StrictFlash<W, E>>>;
+
+/// The blocking updater, or the async one run to completion by `block_on`: one test body checks
+/// both (the async one is generated from the same source; these tests prove the generated code
+/// behaves the same).
+pub enum Driver<'r, const W: usize, const E: usize> {
+    Blocking(Updater<'static, &'r mut StrictFlash<W, E>>),
+    Async(AsyncUpdater<'r, W, E>),
+}
+
+/// Calls `$method` on whichever updater the driver holds.
+macro_rules! drive {
+    ($self:ident, $method:ident($($arg:expr),*)) => {
+        match $self {
+            Driver::Blocking(u) => u.$method($($arg),*),
+            Driver::Async(u) => block_on(u.$method($($arg),*)),
+        }
+    };
+}
+
+impl<const W: usize, const E: usize> Driver<'_, W, E> {
+    pub fn begin(&mut self, m: &Manifest) -> Result<u32, UpdateError> {
+        drive!(self, begin(m))
+    }
+    pub fn write(&mut self, offset: u32, data: &[u8]) -> Result<u32, UpdateError> {
+        drive!(self, write(offset, data))
+    }
+    pub fn finish(&mut self) -> Result<ImageId, UpdateError> {
+        drive!(self, finish())
+    }
+    pub fn confirm(&mut self) -> Result<(), UpdateError> {
+        drive!(self, confirm())
+    }
+    pub fn reject(&mut self) -> Result<(), UpdateError> {
+        drive!(self, reject())
+    }
+    pub fn rollback(&mut self) -> Result<ImageId, UpdateError> {
+        drive!(self, rollback())
+    }
+    pub fn cancel(&mut self) -> Result<(), UpdateError> {
+        drive!(self, cancel())
+    }
+    /// The strict flash under either updater.
+    pub fn flash_mut(&mut self) -> &mut StrictFlash<W, E> {
+        match self {
+            Driver::Blocking(u) => u.flash_mut(),
+            Driver::Async(u) => u.flash_mut().inner,
+        }
+    }
+}
+
+/// [`for_geometries!`] through both updaters: `NAME::w1_e1k` runs the body on the blocking
+/// updater, `NAME::w1_e1k_async` on the async one (every updater the body gets from
+/// [`Rig::driver`] or [`Rig::install`]).
+#[macro_export]
+macro_rules! for_drivers {
+    ($($name:ident => $body:ident;)*) => {
+        $(
+            mod $name {
+                #[test]
+                fn w1_e1k() { super::$body::<1, 1024>(); }
+                #[test]
+                fn w8_e4k() { super::$body::<8, 4096>(); }
+                #[test]
+                fn w32_e128k() { super::$body::<32, 131072>(); }
+                #[test]
+                fn w1_e1k_async() { super::with_async_driver(super::$body::<1, 1024>); }
+                #[test]
+                fn w8_e4k_async() { super::with_async_driver(super::$body::<8, 4096>); }
+                #[test]
+                fn w32_e128k_async() { super::with_async_driver(super::$body::<32, 131072>); }
             }
         )*
     };

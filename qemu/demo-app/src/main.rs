@@ -56,11 +56,19 @@ use twinbank_board::semihosting::HostFile;
 use twinbank_board::session::{self, flags};
 use twinbank_board::{self as board, exit_code, uart, watchdog};
 
-/// The banner line's buffer: a dependency whose version the `heapless-0-7` variant changes.
+/// The banner line's buffer: a dependency whose version the `heapless-0-7` variant changes. The
+/// banner names it ([`LINE_CRATE`]), so the two builds differ even where both versions compile to
+/// the same code (the delta tests need two different bases).
 #[cfg(not(feature = "heapless-0-7"))]
 type Line = heapless::String<128>;
 #[cfg(feature = "heapless-0-7")]
 type Line = heapless07::String<128>;
+/// The crate and version [`Line`] comes from.
+const LINE_CRATE: &str = if cfg!(feature = "heapless-0-7") {
+    "heapless 0.7"
+} else {
+    "heapless 0.8"
+};
 
 mod gen {
     include!(concat!(env!("OUT_DIR"), "/app_gen.rs"));
@@ -92,7 +100,7 @@ fn main() -> ! {
             let mut line = Line::new();
             let _ = write!(
                 line,
-                "app: v{v} bank {BANK} ({VARIANT}, built as {BUILD_VERSION})"
+                "app: v{v} bank {BANK} ({VARIANT}, built as {BUILD_VERSION}, {LINE_CRATE})"
             );
             let _ = writeln!(out, "{}", line.as_str());
         }

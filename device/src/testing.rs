@@ -480,40 +480,81 @@ pub fn with_geometry<V: GeometryVisitor>(
     contents: &[u8],
     visitor: V,
 ) -> Option<V::Output> {
+    with_sectors(write_size, erase_size, None, contents, visitor)
+}
+
+/// [`with_geometry`] for the flash `layout` describes: its write size, its erase size and, on a
+/// layout with a [`SectorMap`](crate::layout::SectorMap), the map (the strict flash then refuses
+/// an erase that is not whole sectors of the map, [`StrictFlash::with_sector_map`]). `None` when
+/// `contents` is not the layout's flash size.
+pub fn with_layout<V: GeometryVisitor>(
+    layout: &crate::Layout,
+    contents: &[u8],
+    visitor: V,
+) -> Option<V::Output> {
+    if contents.len() != layout.flash_size() as usize {
+        return None;
+    }
+    with_sectors(
+        layout.write_size(),
+        layout.erase_size(),
+        layout.sector_map().copied(),
+        contents,
+        visitor,
+    )
+}
+
+fn with_sectors<V: GeometryVisitor>(
+    write_size: u32,
+    erase_size: u32,
+    map: Option<crate::layout::SectorMap>,
+    contents: &[u8],
+    visitor: V,
+) -> Option<V::Output> {
+    type Map = Option<crate::layout::SectorMap>;
     fn by_erase<const W: usize, V: GeometryVisitor>(
         erase_size: u32,
+        map: Map,
         contents: &[u8],
         v: V,
     ) -> Option<V::Output> {
         fn run<const W: usize, const E: usize, V: GeometryVisitor>(
+            map: Map,
             contents: &[u8],
             v: V,
         ) -> Option<V::Output> {
-            contents
-                .len()
-                .is_multiple_of(E)
-                .then(|| v.visit(StrictFlash::<W, E>::from_bytes(contents)))
+            if !contents.len().is_multiple_of(E) {
+                return None;
+            }
+            let flash = StrictFlash::<W, E>::from_bytes(contents);
+            match map {
+                None => Some(v.visit(flash)),
+                Some(m) if m.size() as usize == contents.len() => {
+                    Some(v.visit(flash.with_sector_map(&m)))
+                }
+                Some(_) => None,
+            }
         }
         const K: usize = 1024;
         match erase_size as usize {
-            K => run::<W, K, V>(contents, v),
-            0x800 => run::<W, 0x800, V>(contents, v),
-            0x1000 => run::<W, 0x1000, V>(contents, v),
-            0x2000 => run::<W, 0x2000, V>(contents, v),
-            0x4000 => run::<W, 0x4000, V>(contents, v),
-            0x8000 => run::<W, 0x8000, V>(contents, v),
-            0x1_0000 => run::<W, 0x1_0000, V>(contents, v),
-            0x2_0000 => run::<W, 0x2_0000, V>(contents, v),
+            K => run::<W, K, V>(map, contents, v),
+            0x800 => run::<W, 0x800, V>(map, contents, v),
+            0x1000 => run::<W, 0x1000, V>(map, contents, v),
+            0x2000 => run::<W, 0x2000, V>(map, contents, v),
+            0x4000 => run::<W, 0x4000, V>(map, contents, v),
+            0x8000 => run::<W, 0x8000, V>(map, contents, v),
+            0x1_0000 => run::<W, 0x1_0000, V>(map, contents, v),
+            0x2_0000 => run::<W, 0x2_0000, V>(map, contents, v),
             _ => None,
         }
     }
     match write_size {
-        1 => by_erase::<1, V>(erase_size, contents, visitor),
-        2 => by_erase::<2, V>(erase_size, contents, visitor),
-        4 => by_erase::<4, V>(erase_size, contents, visitor),
-        8 => by_erase::<8, V>(erase_size, contents, visitor),
-        16 => by_erase::<16, V>(erase_size, contents, visitor),
-        32 => by_erase::<32, V>(erase_size, contents, visitor),
+        1 => by_erase::<1, V>(erase_size, map, contents, visitor),
+        2 => by_erase::<2, V>(erase_size, map, contents, visitor),
+        4 => by_erase::<4, V>(erase_size, map, contents, visitor),
+        8 => by_erase::<8, V>(erase_size, map, contents, visitor),
+        16 => by_erase::<16, V>(erase_size, map, contents, visitor),
+        32 => by_erase::<32, V>(erase_size, map, contents, visitor),
         _ => None,
     }
 }

@@ -1151,6 +1151,47 @@ mod tests {
         assert_eq!(l.state_sectors(), 2);
     }
 
+    /// The sector queries of a uniform layout are today's arithmetic (`offset / erase_size`,
+    /// `len.div_ceil(erase_size)`), so `Receiving.from_sector` means what it meant; a map of one
+    /// run of the same sectors answers the same.
+    #[test]
+    fn uniform_sector_queries_are_the_old_arithmetic() {
+        let (s, a, b) = (
+            Region::new(0, 2 * K4),
+            Region::new(2 * K4, 16 * K4),
+            Region::new(18 * K4, 16 * K4),
+        );
+        let uniform = layout(s, a, b).unwrap();
+        let one_run = Layout::builder()
+            .flash_size(1 << 20)
+            .write_size(4)
+            .sector_map(SectorMap::new(&[SectorRun::new(256, K4)]).unwrap())
+            .base_address(0x0800_0000)
+            .state(s)
+            .bank_a(a)
+            .bank_b(b)
+            .build()
+            .unwrap();
+        assert_eq!(uniform.sector_map(), None);
+        for l in [uniform, one_run] {
+            assert_eq!((l.state_sectors(), l.state_sector_size()), (2, K4));
+            for bank in [a, b] {
+                assert_eq!(l.sectors_in(bank), 16);
+                for off in (0..=16 * K4).step_by(512) {
+                    assert_eq!(l.sector_index_in(bank, off), off / K4);
+                    assert_eq!(l.sectors_spanning(bank, off), off.div_ceil(K4));
+                }
+                for i in 0..18 {
+                    let want = (i < 16).then(|| Region::new(bank.offset.0 + i * K4, K4));
+                    assert_eq!(l.sector_in(bank, i), want);
+                    assert_eq!(l.sector_start_in(bank, i), (i * K4).min(16 * K4));
+                }
+            }
+            assert_eq!(l.sector_at(K4 + 5), Some(Region::new(K4, K4)));
+            assert_eq!(l.sector_at(1 << 20), None);
+        }
+    }
+
     #[test]
     fn refuses_each_broken_layout() {
         let s = Region::new(0, 2 * K4);

@@ -387,6 +387,7 @@ fn power_cut_at_every_operation(layout: Layout, len: usize, chunk: usize) -> u64
 #[test]
 fn power_cut_at_every_operation_f4() {
     let cuts = power_cut_at_every_operation(f4(), 150 * 1024, 8 * 1024);
+    println!("F4 layout: {cuts} cut points");
     assert!(cuts >= 5 * 20, "{cuts} cut points");
 }
 
@@ -394,6 +395,7 @@ fn power_cut_at_every_operation_f4() {
 fn power_cut_at_every_operation_mixed_banks() {
     // Bank B is one 64 KiB sector: the resume goes back to its start.
     let cuts = power_cut_at_every_operation(mixed(), 40 * 1024, 2 * 1024);
+    println!("mixed layout: {cuts} cut points");
     assert!(cuts >= 5 * 20, "{cuts} cut points");
 }
 

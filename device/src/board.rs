@@ -5,7 +5,7 @@
 extern crate std;
 
 use crate::image::{DeviceIds, Uuid};
-use crate::layout::{Layout, LayoutError, Region};
+use crate::layout::{Layout, LayoutError, Region, SectorMap, SectorRun};
 use crate::state::Attempts;
 use core::fmt;
 use std::string::{String, ToString};
@@ -62,8 +62,23 @@ pub struct FlashInfo {
     pub size: u32,
     /// Program granularity.
     pub write_size: u32,
-    /// Erase sector size.
-    pub erase_size: u32,
+    /// Uniform erase sector size (or `sectors`, not both).
+    #[serde(default)]
+    pub erase_size: Option<u32>,
+    /// Non-uniform erase sectors, from offset 0 up (or `erase_size`, not both):
+    /// `sectors = [{ count = 4, size = 0x4000 }, { count = 1, size = 0x10000 }, ...]`.
+    #[serde(default)]
+    pub sectors: Option<Vec<SectorRunInfo>>,
+}
+
+/// One run of `[flash] sectors`: `count` sectors of `size` bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SectorRunInfo {
+    /// Number of sectors.
+    pub count: u32,
+    /// Size of each, in bytes.
+    pub size: u32,
 }
 
 /// A region in the description file.
@@ -143,6 +158,11 @@ pub enum BoardError {
         /// Alignment needed.
         alignment: u32,
     },
+    /// `[flash]` gives both `erase_size` and `sectors`, or neither.
+    FlashSectors {
+        /// True: both were given; false: neither.
+        both: bool,
+    },
 }
 
 impl fmt::Display for BoardError {
@@ -151,6 +171,13 @@ impl fmt::Display for BoardError {
             BoardError::Io(e) => write!(f, "{e}"),
             BoardError::Syntax(e) => write!(f, "{e}"),
             BoardError::Layout(e) => write!(f, "[layout]: {e}"),
+            BoardError::FlashSectors { both: true } => f.write_str(
+                "[flash] gives both erase_size and sectors: uniform sectors take erase_size, a \
+                 sector map takes sectors",
+            ),
+            BoardError::FlashSectors { both: false } => {
+                f.write_str("[flash] needs erase_size (uniform sectors) or sectors (a sector map)")
+            }
             BoardError::BadUuid { field, value } => {
                 write!(f, "[device] {field} = {value:?} is not a UUID (xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx)")
             }
@@ -236,10 +263,24 @@ impl BoardDescription {
     /// The validated layout.
     pub fn layout(&self) -> Result<Layout, BoardError> {
         let r = |i: RegionInfo| Region::new(i.offset, i.size);
-        Layout::builder()
+        let builder = match (self.flash.erase_size, &self.flash.sectors) {
+            (Some(erase), None) => Layout::builder().erase_size(erase),
+            (None, Some(runs)) => {
+                let runs: Vec<SectorRun> = runs
+                    .iter()
+                    .map(|r| SectorRun::new(r.count, r.size))
+                    .collect();
+                Layout::builder().sector_map(SectorMap::new(&runs).map_err(BoardError::Layout)?)
+            }
+            (e, s) => {
+                return Err(BoardError::FlashSectors {
+                    both: e.is_some() && s.is_some(),
+                })
+            }
+        };
+        builder
             .flash_size(self.flash.size)
             .write_size(self.flash.write_size)
-            .erase_size(self.flash.erase_size)
             .base_address(self.flash.base)
             .state(r(self.layout.state))
             .bank_a(r(self.layout.bank_a))
@@ -360,6 +401,66 @@ mod tests {
             .replace("erase_size = 4096", "erase_size = 0x2000");
         let layout = BoardDescription::parse(&other).unwrap().layout().unwrap();
         assert_eq!((layout.write_size(), layout.erase_size()), (16, 0x2000));
+    }
+
+    /// The STM32F4 board description (`[flash] sectors`): its layout has the part's sector map;
+    /// `erase_size` and `sectors` together, or neither, are refused; a bad map is the layout's
+    /// error.
+    #[test]
+    fn a_sector_map_board() {
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../boards/stm32f4-nonuniform.toml"
+        ))
+        .unwrap();
+        let layout = BoardDescription::parse(&text).unwrap().layout().unwrap();
+        let runs = layout.sector_map().unwrap().runs().to_vec();
+        assert_eq!(
+            runs,
+            [
+                SectorRun::new(4, 0x4000),
+                SectorRun::new(1, 0x1_0000),
+                SectorRun::new(7, 0x2_0000)
+            ]
+        );
+        assert_eq!((layout.state_sectors(), layout.erase_size()), (2, 0x2_0000));
+        let both = text.replace("write_size = 4 ", "write_size = 4\nerase_size = 0x4000 ");
+        assert_eq!(
+            BoardDescription::parse(&both),
+            Err(BoardError::FlashSectors { both: true })
+        );
+        let neither = shipped().replace("erase_size = 4096", "");
+        assert_eq!(
+            BoardDescription::parse(&neither),
+            Err(BoardError::FlashSectors { both: false })
+        );
+        let short = text.replace("count = 7", "count = 6");
+        assert_eq!(
+            BoardDescription::parse(&short),
+            Err(BoardError::Layout(LayoutError::SectorMapNotFlash {
+                flash_size: 0x10_0000,
+                map_size: 0xE_0000
+            }))
+        );
+        // Bank B ends inside a 128 KiB sector; then whole sectors, one fewer than bank A.
+        let split = text.replace(
+            "size = 0x00060000 }   # sectors 8-10",
+            "size = 0x00050000 }",
+        );
+        assert_eq!(
+            BoardDescription::parse(&split),
+            Err(BoardError::Layout(LayoutError::NotEraseAligned(
+                crate::layout::RegionName::Bank(crate::layout::Bank::B)
+            )))
+        );
+        let fewer = text.replace(
+            "size = 0x00060000 }   # sectors 8-10",
+            "size = 0x00040000 }",
+        );
+        assert_eq!(
+            BoardDescription::parse(&fewer),
+            Err(BoardError::Layout(LayoutError::UnequalBanks))
+        );
     }
 
     #[test]

@@ -64,7 +64,7 @@ pub mod update;
 
 pub use boot::{decide, decide_with, BootDecision, BootError, BootReason, RollbackCause};
 pub use image::{DeviceIds, ImageError, Manifest, TrustedKey, Uuid, Version};
-pub use layout::{Bank, GeometryError, Layout, LayoutError, Region};
+pub use layout::{Bank, GeometryError, Layout, LayoutError, Region, SectorMap, SectorRun};
 pub use state::{Attempts, BankState, BootState, ImageId};
 pub use update::{UpdateError, Updater};
 

@@ -156,6 +156,8 @@ pub struct StrictFlash<const W: usize, const E: usize> {
     ops: u64,
     cut: Option<(u64, CutModel)>,
     powered: bool,
+    /// Non-uniform sectors: `(start, size)` of every sector of the map, lowest first.
+    map: Option<Vec<(usize, usize)>>,
 }
 
 impl<const W: usize, const E: usize> StrictFlash<W, E> {
@@ -177,6 +179,39 @@ impl<const W: usize, const E: usize> StrictFlash<W, E> {
             ops: 0,
             cut: None,
             powered: true,
+            map: None,
+        }
+    }
+
+    /// The same flash with the non-uniform sectors of `map` (which must cover it exactly): an
+    /// erase must then start and end on sector boundaries of the map (else
+    /// [`StrictError::NotAligned`]), erases whole sectors of the map, and counts erases per map
+    /// sector. `E` stays what the driver reports as `ERASE_SIZE` (see
+    /// [`Layout::check_flash`](crate::Layout::check_flash)).
+    pub fn with_sector_map(mut self, map: &crate::layout::SectorMap) -> Self {
+        let mut sectors = Vec::new();
+        let mut start = 0usize;
+        for run in map.runs() {
+            for _ in 0..run.count {
+                sectors.push((start, run.size as usize));
+                start += run.size as usize;
+            }
+        }
+        assert_eq!(
+            start,
+            self.data.len(),
+            "sector map does not cover the strict flash"
+        );
+        self.counters.erases_per_sector = vec![0; sectors.len()];
+        self.map = Some(sectors);
+        self
+    }
+
+    /// The sectors of the flash: `(start, size)`, lowest first (the map's, or uniform `E`).
+    pub fn sectors(&self) -> Vec<(usize, usize)> {
+        match &self.map {
+            Some(m) => m.clone(),
+            None => (0..self.data.len() / E).map(|s| (s * E, E)).collect(),
         }
     }
 
@@ -242,7 +277,7 @@ impl<const W: usize, const E: usize> StrictFlash<W, E> {
 
     /// Resets the counters.
     pub fn reset_counters(&mut self) {
-        let sectors = self.data.len() / E;
+        let sectors = self.map.as_ref().map_or(self.data.len() / E, Vec::len);
         self.counters = Counters {
             erases_per_sector: vec![0; sectors],
             ..Counters::default()
@@ -314,21 +349,44 @@ impl<const W: usize, const E: usize> NorFlash for StrictFlash<W, E> {
         if to < from {
             return Err(self.violation(StrictError::OutOfBounds));
         }
-        let off = self.check_range(from, (to - from) as usize, E)?;
-        let cut = self.start_op()?;
+        let align = if self.map.is_some() { 1 } else { E };
+        let off = self.check_range(from, (to - from) as usize, align)?;
         let end = to as usize;
+        // (index, start, size) of every sector erased.
+        let sectors: Vec<(usize, usize, usize)> = match &self.map {
+            None => (off / E..end / E).map(|s| (s, s * E, E)).collect(),
+            Some(m) => {
+                let inside: Vec<(usize, usize, usize)> = m
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, &(s, _))| s >= off && s < end)
+                    .map(|(i, &(s, n))| (i, s, n))
+                    .collect();
+                let whole = match (inside.first(), inside.last()) {
+                    (Some(&(_, first, _)), Some(&(_, last, n))) => first == off && last + n == end,
+                    _ => off == end && m.iter().any(|&(s, n)| s == off || s + n == off),
+                };
+                if !whole {
+                    return Err(self.violation(StrictError::NotAligned));
+                }
+                inside
+            }
+        };
+        let cut = self.start_op()?;
         match cut {
             None => {
-                for sector in off / E..end / E {
-                    self.data[sector * E..(sector + 1) * E].fill(0xFF);
-                    self.programmed[sector * E / W..(sector + 1) * E / W].fill(false);
+                for &(index, start, size) in &sectors {
+                    self.data[start..start + size].fill(0xFF);
+                    self.programmed[start / W..(start + size) / W].fill(false);
                     self.counters.erases += 1;
-                    self.counters.erases_per_sector[sector] += 1;
+                    self.counters.erases_per_sector[index] += 1;
                 }
                 Ok(())
             }
             Some(model) => {
-                let sector = &mut self.data[off..off + E];
+                // The cut hits the first sector of the range.
+                let first = sectors.first().map_or(0, |&(_, _, size)| size);
+                let sector = &mut self.data[off..off + first];
                 match model {
                     CutModel::ErasePartial { seed } => {
                         let mut rng = SplitMix64(seed);
@@ -347,7 +405,7 @@ impl<const W: usize, const E: usize> NorFlash for StrictFlash<W, E> {
                 // Whatever the sector holds now, its units count as programmed: nothing may
                 // be written there before the next complete erase.
                 if !matches!(model, CutModel::Before) {
-                    for u in off / W..(off + E) / W {
+                    for u in off / W..(off + first) / W {
                         self.programmed[u] =
                             self.data[u * W..(u + 1) * W].iter().any(|&b| b != 0xFF);
                     }
@@ -422,40 +480,81 @@ pub fn with_geometry<V: GeometryVisitor>(
     contents: &[u8],
     visitor: V,
 ) -> Option<V::Output> {
+    with_sectors(write_size, erase_size, None, contents, visitor)
+}
+
+/// [`with_geometry`] for the flash `layout` describes: its write size, its erase size and, on a
+/// layout with a [`SectorMap`](crate::layout::SectorMap), the map (the strict flash then refuses
+/// an erase that is not whole sectors of the map, [`StrictFlash::with_sector_map`]). `None` when
+/// `contents` is not the layout's flash size.
+pub fn with_layout<V: GeometryVisitor>(
+    layout: &crate::Layout,
+    contents: &[u8],
+    visitor: V,
+) -> Option<V::Output> {
+    if contents.len() != layout.flash_size() as usize {
+        return None;
+    }
+    with_sectors(
+        layout.write_size(),
+        layout.erase_size(),
+        layout.sector_map().copied(),
+        contents,
+        visitor,
+    )
+}
+
+fn with_sectors<V: GeometryVisitor>(
+    write_size: u32,
+    erase_size: u32,
+    map: Option<crate::layout::SectorMap>,
+    contents: &[u8],
+    visitor: V,
+) -> Option<V::Output> {
+    type Map = Option<crate::layout::SectorMap>;
     fn by_erase<const W: usize, V: GeometryVisitor>(
         erase_size: u32,
+        map: Map,
         contents: &[u8],
         v: V,
     ) -> Option<V::Output> {
         fn run<const W: usize, const E: usize, V: GeometryVisitor>(
+            map: Map,
             contents: &[u8],
             v: V,
         ) -> Option<V::Output> {
-            contents
-                .len()
-                .is_multiple_of(E)
-                .then(|| v.visit(StrictFlash::<W, E>::from_bytes(contents)))
+            if !contents.len().is_multiple_of(E) {
+                return None;
+            }
+            let flash = StrictFlash::<W, E>::from_bytes(contents);
+            match map {
+                None => Some(v.visit(flash)),
+                Some(m) if m.size() as usize == contents.len() => {
+                    Some(v.visit(flash.with_sector_map(&m)))
+                }
+                Some(_) => None,
+            }
         }
         const K: usize = 1024;
         match erase_size as usize {
-            K => run::<W, K, V>(contents, v),
-            0x800 => run::<W, 0x800, V>(contents, v),
-            0x1000 => run::<W, 0x1000, V>(contents, v),
-            0x2000 => run::<W, 0x2000, V>(contents, v),
-            0x4000 => run::<W, 0x4000, V>(contents, v),
-            0x8000 => run::<W, 0x8000, V>(contents, v),
-            0x1_0000 => run::<W, 0x1_0000, V>(contents, v),
-            0x2_0000 => run::<W, 0x2_0000, V>(contents, v),
+            K => run::<W, K, V>(map, contents, v),
+            0x800 => run::<W, 0x800, V>(map, contents, v),
+            0x1000 => run::<W, 0x1000, V>(map, contents, v),
+            0x2000 => run::<W, 0x2000, V>(map, contents, v),
+            0x4000 => run::<W, 0x4000, V>(map, contents, v),
+            0x8000 => run::<W, 0x8000, V>(map, contents, v),
+            0x1_0000 => run::<W, 0x1_0000, V>(map, contents, v),
+            0x2_0000 => run::<W, 0x2_0000, V>(map, contents, v),
             _ => None,
         }
     }
     match write_size {
-        1 => by_erase::<1, V>(erase_size, contents, visitor),
-        2 => by_erase::<2, V>(erase_size, contents, visitor),
-        4 => by_erase::<4, V>(erase_size, contents, visitor),
-        8 => by_erase::<8, V>(erase_size, contents, visitor),
-        16 => by_erase::<16, V>(erase_size, contents, visitor),
-        32 => by_erase::<32, V>(erase_size, contents, visitor),
+        1 => by_erase::<1, V>(erase_size, map, contents, visitor),
+        2 => by_erase::<2, V>(erase_size, map, contents, visitor),
+        4 => by_erase::<4, V>(erase_size, map, contents, visitor),
+        8 => by_erase::<8, V>(erase_size, map, contents, visitor),
+        16 => by_erase::<16, V>(erase_size, map, contents, visitor),
+        32 => by_erase::<32, V>(erase_size, map, contents, visitor),
         _ => None,
     }
 }

@@ -728,12 +728,12 @@ impl<'a, F: NorFlash, H: Sha256Engine> Updater<'a, F, H> {
     ) -> Result<Start, UpdateError> {
         let target = self.running.other();
         let image = incoming.image;
-        let erase = self.config.layout.erase_size();
-        let span = image.size.div_ceil(erase);
+        let bank = self.config.layout.bank(target);
+        let span = self.config.layout.sectors_spanning(bank, image.size);
         if span > u16::MAX as u32 {
             return Err(UpdateError::TooManySectors);
         }
-        let base = self.config.layout.bank(target).offset.0;
+        let base = bank.offset.0;
         let from = match *state.bank(target) {
             BankState::Receiving(r) if r.image == image && r.kind == incoming.kind => {
                 self.resume_sector(base, incoming.header, image.size, r, span)
@@ -764,12 +764,12 @@ impl<'a, F: NorFlash, H: Sha256Engine> Updater<'a, F, H> {
             kind: incoming.kind,
             erase_next: from,
             erase_end: span,
-            next: from * erase,
+            next: self.config.layout.sector_start_in(bank, from),
             partial: [ERASED; crate::layout::MAX_WRITE_SIZE as usize],
             partial_len: 0,
         });
         Ok(Start {
-            offset: from * erase,
+            offset: self.config.layout.sector_start_in(bank, from),
             erases: span - from,
         })
     }
@@ -783,10 +783,13 @@ impl<'a, F: NorFlash, H: Sha256Engine> Updater<'a, F, H> {
         }
         // Until this step succeeds, the upload must be started again.
         self.upload = None;
-        let erase = self.config.layout.erase_size();
-        let from = self.config.layout.bank(up.bank).offset.0 + up.erase_next * erase;
+        let bank = self.config.layout.bank(up.bank);
+        // `erase_next < erase_end <=` the bank's sectors: the sector exists.
+        let sector = (self.config.layout)
+            .sector_in(bank, up.erase_next)
+            .ok_or(UpdateError::TooManySectors)?;
         self.flash
-            .erase(from, from + erase)
+            .erase(sector.offset.0, sector.offset.0 + sector.size.0)
             .await
             .map_err(Self::flash_err)?;
         up.erase_next += 1;
@@ -794,7 +797,7 @@ impl<'a, F: NorFlash, H: Sha256Engine> Updater<'a, F, H> {
             let mut state = self.current_or_blank().await?;
             *state.bank_mut(up.bank) = BankState::Receiving(Receiving {
                 image: up.image,
-                from_sector: (up.next / erase) as u16,
+                from_sector: self.config.layout.sector_index_in(bank, up.next) as u16,
                 erased: true,
                 kind: up.kind,
             });
@@ -852,8 +855,8 @@ impl<'a, F: NorFlash, H: Sha256Engine> Updater<'a, F, H> {
         total: u32,
     ) -> Result<u32, UpdateError> {
         const BLOCK: u32 = 64;
-        let erase = self.config.layout.erase_size();
-        let floor = from * erase;
+        let bank = self.config.layout.bank(self.running.other());
+        let floor = self.config.layout.sector_start_in(bank, from);
         let mut end = total;
         while end > floor {
             let start = end.saturating_sub(BLOCK).max(floor);
@@ -867,7 +870,7 @@ impl<'a, F: NorFlash, H: Sha256Engine> Updater<'a, F, H> {
                     .await
                     .map_err(UpdateError::Flash)?;
                 let i = buf[..n].iter().rposition(|&b| b != ERASED).unwrap_or(0);
-                return Ok((start + i as u32) / erase);
+                return Ok(self.config.layout.sector_index_in(bank, start + i as u32));
             }
             end = start;
         }
@@ -995,11 +998,11 @@ impl<'a, F: NorFlash, H: Sha256Engine> Updater<'a, F, H> {
             .verdict(Some(&up), up.bank, &mut state, verdict)
             .await?;
         let id = ImageId::of(&image);
-        let erase = self.config.layout.erase_size();
+        let bank = self.config.layout.bank(up.bank);
         *state.bank_mut(up.bank) = BankState::Receiving(Receiving {
             image: id,
             // Every sector of the span is written (`span <= u16::MAX`, checked at start).
-            from_sector: id.size.div_ceil(erase) as u16,
+            from_sector: self.config.layout.sectors_spanning(bank, id.size) as u16,
             erased: true,
             kind: ReceivingKind::Verified,
         });
@@ -1065,19 +1068,19 @@ impl<'a, F: NorFlash, H: Sha256Engine> Updater<'a, F, H> {
             self.store.write(&mut self.flash, &state).await?;
         }
         let region = self.config.layout.bank(target);
-        let erase = self.config.layout.erase_size();
-        let mut at = region.offset.0;
-        while at - region.offset.0 < region.size.0 {
-            if !is_erased(&mut self.flash, at, erase)
+        let mut index = 0;
+        while let Some(s) = self.config.layout.sector_in(region, index) {
+            let (at, end) = (s.offset.0, s.offset.0 + s.size.0);
+            if !is_erased(&mut self.flash, at, s.size.0)
                 .await
                 .map_err(UpdateError::Flash)?
             {
                 self.flash
-                    .erase(at, at + erase)
+                    .erase(at, end)
                     .await
                     .map_err(Self::flash_err)?;
             }
-            at += erase;
+            index += 1;
         }
         Ok(())
     }

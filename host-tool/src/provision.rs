@@ -385,21 +385,17 @@ fn self_check(flash: &[u8], config: &Config<'_>, state: &BootState) -> Result<()
     // Booted through a strict flash of the board's own geometry (the device crate refuses a
     // driver that disagrees with the layout).
     let layout = config.layout;
-    twinbank::testing::with_geometry(
-        layout.write_size(),
-        layout.erase_size(),
-        flash,
-        BootTwice { config },
-    )
-    .unwrap_or_else(|| {
-        Err(format!(
-            "no strict flash of write size {} and erase size {:#x} for {} bytes",
-            layout.write_size(),
-            layout.erase_size(),
-            flash.len()
-        ))
-    })
-    .map_err(fail)
+    // With a sector map, a strict flash that enforces it.
+    twinbank::testing::with_layout(&layout, flash, BootTwice { config })
+        .unwrap_or_else(|| {
+            Err(format!(
+                "no strict flash of write size {} and erase size {:#x} for {} bytes",
+                layout.write_size(),
+                layout.erase_size(),
+                flash.len()
+            ))
+        })
+        .map_err(fail)
 }
 
 /// Boots a factory flash twice: bank A, normally, both times, writing nothing.

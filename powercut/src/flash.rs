@@ -155,10 +155,18 @@ impl<const W: usize, const E: usize> DevFlash<W, E> {
     }
 
     fn traced_erase(&mut self, from: u32, to: u32) -> Result<(), StrictError> {
-        // One operation per sector, like the device code does it (it erases sector by sector).
-        for s in (from..to).step_by(E) {
+        // One operation per sector, like the device code does it (it erases sector by sector);
+        // the sectors of the strict flash's map when it has one.
+        let sectors: Vec<(u32, u32)> = self
+            .inner
+            .sectors()
+            .into_iter()
+            .map(|(s, n)| (s as u32, n as u32))
+            .filter(|&(s, _)| s >= from && s < to)
+            .collect();
+        for (s, n) in sectors {
             let before = self.inner.ops();
-            let r = self.inner.erase(s, s + E as u32);
+            let r = self.inner.erase(s, s + n);
             if self.inner.ops() > before {
                 let in_state = self.in_state(s);
                 if let Some(t) = self.trace.as_mut() {

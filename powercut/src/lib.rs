@@ -31,6 +31,16 @@ use world::World;
 pub const WRITE_SIZES: [usize; 5] = [1, 4, 8, 16, 32];
 /// Erase sizes of the matrix.
 pub const ERASE_SIZES: [usize; 3] = [1024, 4096, 128 * 1024];
+/// The geometry of the STM32F4 sector map (issue 13): the flash of an STM32F405/407 with 1 MiB
+/// (4 × 16 KiB, 1 × 64 KiB, 7 × 128 KiB), laid out as `boards/stm32f4-nonuniform.toml` (state in
+/// sectors 2-3, bank A in 5-7, bank B in 8-10), 4-byte writes. Its `E` is the driver's
+/// `ERASE_SIZE`, 16 KiB (a power of two dividing every sector of the map, the second arm of
+/// `Layout::check_flash`'s rule; `device/tests/sectors.rs` runs the first, `ERASE_SIZE` = the
+/// largest sector); the strict flash enforces the map itself, so every erase is a whole map
+/// sector. In reports: `E=16384`.
+pub const F4_GEOMETRY: (usize, usize) = (4, F4_ERASE_SIZE);
+/// The `E` of [`F4_GEOMETRY`] (no uniform geometry of the matrix uses it).
+pub const F4_ERASE_SIZE: usize = 16 * 1024;
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -149,7 +159,13 @@ pub fn geometries(opts: &Options) -> Vec<(usize, usize)> {
         return opts.geometries.clone();
     }
     if opts.quick {
-        return vec![(1, 1024), (8, 4096), (32, 1024), (4, 128 * 1024)];
+        return vec![
+            (1, 1024),
+            (8, 4096),
+            (32, 1024),
+            (4, 128 * 1024),
+            F4_GEOMETRY,
+        ];
     }
     let mut g = Vec::new();
     for &e in &ERASE_SIZES {
@@ -157,6 +173,7 @@ pub fn geometries(opts: &Options) -> Vec<(usize, usize)> {
             g.push((w, e));
         }
     }
+    g.push(F4_GEOMETRY);
     g
 }
 
@@ -243,6 +260,8 @@ macro_rules! with_geometry {
             (8, 131072) => Some($f::<8, 131072>($($arg),*)),
             (16, 131072) => Some($f::<16, 131072>($($arg),*)),
             (32, 131072) => Some($f::<32, 131072>($($arg),*)),
+            // The STM32F4 sector map (`F4_GEOMETRY`).
+            (4, 16384) => Some($f::<4, 16384>($($arg),*)),
             _ => None,
         }
     };

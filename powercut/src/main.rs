@@ -1,7 +1,8 @@
 //! `cargo run --release -p twinbank-powercut -- [options]` (what `cargo xtask powercut` runs).
 //!
 //! ```text
-//! (no option)          the full matrix: WRITE_SIZE {1,4,8,16,32} × ERASE_SIZE {1K,4K,128K}
+//! (no option)          the full matrix: WRITE_SIZE {1,4,8,16,32} × ERASE_SIZE {1K,4K,128K}, and
+//!                      the STM32F4 sector map (--geometry 4,16384)
 //! --quick              the reduced matrix of the test suite
 //! --geometry W,E       one geometry (repeatable)
 //! --scenario N         one scenario (repeatable)
@@ -148,7 +149,12 @@ fn main() -> ExitCode {
     if wear_figures && opts.fault.is_none() {
         let (updates, trials) = if opts.quick { (100, 100) } else { (1000, 1000) };
         let geos: Vec<(usize, usize)> = if opts.geometries.is_empty() {
-            vec![(4, 1024), (8, 4096), (16, 131072)]
+            vec![
+                (4, 1024),
+                (8, 4096),
+                (16, 131072),
+                twinbank_powercut::F4_GEOMETRY,
+            ]
         } else {
             opts.geometries.clone()
         };

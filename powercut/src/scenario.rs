@@ -239,11 +239,14 @@ pub fn provision<const W: usize, const E: usize>(
     let bank = w.layout.bank(Bank::A);
     let mut bytes = img.bytes.clone();
     bytes.resize(bytes.len().div_ceil(W) * W, 0xFF);
-    let sectors = bytes.len().div_ceil(E) as u32;
+    let sectors = w.layout.sectors_spanning(bank, bytes.len() as u32);
     for s in 0..sectors {
-        let from = bank.offset.0 + s * E as u32;
+        let Some(sector) = w.layout.sector_in(bank, s) else {
+            break;
+        };
+        let from = sector.offset.0;
         flash
-            .erase(from, from + E as u32)
+            .erase(from, from + sector.size.0)
             .map_err(|e| dev_err(flash, "factory erase", format!("{e:?}")))?;
     }
     for (i, chunk) in bytes.chunks(FACTORY_CHUNK).enumerate() {
@@ -570,10 +573,10 @@ impl<'w, const W: usize, const E: usize> Case<'w, W, E> {
                 (vec![ImgName::F, ImgName::U1], None)
             }
             Sc::StreamedInstall => {
-                let erase = w.layout.erase_size();
+                let spanned = w.layout.sectors_spanning(w.layout.bank(Bank::B), u1.size);
                 *expected.bank_mut(Bank::B) = BankState::Receiving(twinbank::state::Receiving {
                     image: u1,
-                    from_sector: u1.size.div_ceil(erase) as u16,
+                    from_sector: spanned as u16,
                     erased: true,
                     kind: ReceivingKind::Verified,
                 });

@@ -120,7 +120,11 @@ pub fn wear<const W: usize, const E: usize>(
     }
     let per = &f.inner.counters.erases_per_sector;
     let state_sectors = w.layout.state_sectors();
-    let st = &per[..state_sectors as usize];
+    // Sector numbers (over the whole flash, the strict flash's counters) of the state region.
+    let whole = twinbank::Region::new(0, w.layout.flash_size());
+    let first = w.layout.sector_index_in(whole, w.layout.state().offset.0) as usize;
+    let state_range = first..first + state_sectors as usize;
+    let st = per.get(state_range.clone()).unwrap_or(&[]);
     Ok(Wear {
         geometry: (W, E),
         updates,
@@ -128,9 +132,9 @@ pub fn wear<const W: usize, const E: usize>(
         state_changes: (seq1 - seq0) as u64,
         state_erases: st.iter().map(|&x| x as u64).sum(),
         state_sector_max: st.iter().copied().max().unwrap_or(0),
-        bank_sector_max: per[state_sectors as usize..]
-            .iter()
-            .copied()
+        bank_sector_max: (0..per.len())
+            .filter(|i| !state_range.contains(i))
+            .map(|i| per[i])
             .max()
             .unwrap_or(0),
         slots: w.slots(),

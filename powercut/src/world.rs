@@ -57,6 +57,31 @@ pub enum ImgName {
     D,
 }
 
+/// Flash size of the STM32F4 geometry ([`crate::F4_GEOMETRY`]).
+const F4_FLASH: u32 = 0x10_0000;
+
+/// The layout of `boards/stm32f4-nonuniform.toml` (STM32F405/407, 1 MiB).
+fn f4_layout() -> Layout {
+    use twinbank::{SectorMap, SectorRun};
+    const K: u32 = 1024;
+    let map = SectorMap::new(&[
+        SectorRun::new(4, 16 * K),
+        SectorRun::new(1, 64 * K),
+        SectorRun::new(7, 128 * K),
+    ])
+    .expect("F4 sector map");
+    Layout::builder()
+        .flash_size(F4_FLASH)
+        .write_size(4)
+        .sector_map(map)
+        .base_address(BASE_ADDRESS)
+        .state(Region::new(0x8000, 0x8000))
+        .bank_a(Region::new(0x2_0000, 0x6_0000))
+        .bank_b(Region::new(0x8_0000, 0x6_0000))
+        .build()
+        .expect("F4 layout")
+}
+
 /// Everything about one geometry.
 pub struct World<const W: usize, const E: usize> {
     /// The layout.
@@ -109,8 +134,13 @@ impl<const W: usize, const E: usize> World<W, E> {
         let a = Region::new(state_sectors * e, bank_size);
         let b = Region::new(state_sectors * e + bank_size, bank_size);
         let flash_size = (state_sectors * e + 2 * bank_size) as usize;
-        let layout = Layout::new(flash_size as u32, W as u32, e, BASE_ADDRESS, state, a, b)
-            .expect("harness layout");
+        let (layout, flash_size) = if E == crate::F4_ERASE_SIZE {
+            (f4_layout(), F4_FLASH as usize)
+        } else {
+            let layout = Layout::new(flash_size as u32, W as u32, e, BASE_ADDRESS, state, a, b)
+                .expect("harness layout");
+            (layout, flash_size)
+        };
         let make =
             |name: &'static str, bank: Bank, version: Version, counter: u32, payload: Vec<u8>| {
                 let mut builder = ImageBuilder::new(HEADER_SIZE, version);
@@ -240,15 +270,19 @@ impl<const W: usize, const E: usize> World<W, E> {
         self.try_img(name).expect("image exists in this geometry")
     }
 
-    /// An erased flash.
+    /// An erased flash (enforcing the layout's sector map when it has one).
     pub fn blank(&self) -> DevFlash<W, E> {
         let st = self.layout.state();
-        DevFlash::new(self.flash_size, st.offset.0, st.size.0, self.fault)
+        let mut f = DevFlash::new(self.flash_size, st.offset.0, st.size.0, self.fault);
+        if let Some(map) = self.layout.sector_map() {
+            f.inner = f.inner.with_sector_map(map);
+        }
+        f
     }
 
     /// Slots per state sector.
     pub fn slots(&self) -> u32 {
-        E as u32 / twinbank::state::RECORD_SIZE as u32
+        self.layout.state_sector_size() / twinbank::state::RECORD_SIZE as u32
     }
 
     /// The bytes of `bank` (as long as `len`).
@@ -287,7 +321,8 @@ impl<const W: usize, const E: usize> World<W, E> {
             let mut used = 0;
             let mut newest: Option<u32> = None;
             for slot in 0..self.slots() {
-                let o = st + sector as usize * E + slot as usize * rs;
+                let o =
+                    st + (sector * self.layout.state_sector_size()) as usize + slot as usize * rs;
                 let mut b = [0u8; 128];
                 b.copy_from_slice(&flash.inner.bytes()[o..o + rs]);
                 if b.iter().all(|&x| x == 0xFF) {

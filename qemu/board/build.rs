@@ -118,7 +118,7 @@ fn main() {
     writeln!(
         out,
         "/// Erase sector size.\npub const ERASE_SIZE: usize = {};",
-        board.flash.erase_size
+        layout.erase_size()
     )
     .unwrap();
     writeln!(

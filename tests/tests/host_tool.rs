@@ -1576,3 +1576,111 @@ fn a_board_that_disagrees_with_itself_gets_the_loaders_error_and_other_geometrie
         "flash geometry: the flash driver's WRITE_SIZE is 4 bytes, the layout's write size 16"
     );
 }
+
+/// A board whose flash has non-uniform sectors (`[flash] sectors`, boards/stm32f4-nonuniform.toml,
+/// an STM32F407 with 1 MiB): `sign` binds images to its banks, `provision` builds the factory
+/// flash (bootloader in sectors 0-1), `inspect --bank` checks an image against it, and the device
+/// crate boots the result through a strict flash that enforces the part's sector map.
+#[test]
+fn a_board_with_a_sector_map_signs_provisions_and_inspects() {
+    let d = tempdir();
+    let dir = d.path();
+    let f4 = workspace().join("boards/stm32f4-nonuniform.toml");
+    let b = BoardDescription::load(&f4).unwrap();
+    let layout = b.layout().unwrap();
+    assert!(layout.sector_map().is_some());
+    let key = dir.join("key.pem");
+    ok(dir, &["keygen", "-o", s(&key)]);
+    let pubk = dir.join("key.pub.pem");
+    ok(dir, &["getpub", "-k", s(&key), "-o", s(&pubk)]);
+    for (bank, name) in [(Bank::A, "a"), (Bank::B, "b")] {
+        let pay = layout.bank_address(bank) + u32::from(b.image.header_size);
+        // Larger than one 128 KiB sector of the bank.
+        std::fs::write(dir.join(format!("{name}.bin")), payload(pay, 150_000)).unwrap();
+        let out = format!("{name}.signed.bin");
+        let bank_arg = format!("{bank}");
+        ok(
+            dir,
+            &[
+                "sign",
+                "-k",
+                s(&key),
+                "--version",
+                "1.0.0",
+                "--board-ids",
+                "--bank",
+                &bank_arg,
+                &format!("{name}.bin"),
+                "-o",
+                &out,
+                "--board",
+                s(&f4),
+            ],
+        );
+        let i = json(&ok(dir, &["inspect", &out, "-k", s(&key), "--json"]));
+        ok(
+            dir,
+            &[
+                "verify",
+                "-k",
+                s(&key),
+                "--board-ids",
+                "--bank",
+                &bank_arg,
+                &out,
+                "--board",
+                s(&f4),
+            ],
+        );
+        assert_eq!(i["signature_valid"], true);
+        assert_eq!(i["header"]["hdr_size"], 0x200);
+    }
+    // Bound to bank A, offered to bank B: refused.
+    fails(
+        dir,
+        1,
+        "",
+        &[
+            "verify",
+            "-k",
+            s(&key),
+            "--bank",
+            "B",
+            "a.signed.bin",
+            "--board",
+            s(&f4),
+        ],
+    );
+    let shim: Vec<u8> = (0..20_000u32).map(|i| (i * 7) as u8).collect();
+    std::fs::write(dir.join("shim.bin"), &shim).unwrap();
+    ok(
+        dir,
+        &[
+            "provision",
+            "-k",
+            s(&pubk),
+            "--image-a",
+            "a.signed.bin",
+            "--bootloader",
+            "shim.bin",
+            "-o",
+            "flash.bin",
+            "--board",
+            s(&f4),
+        ],
+    );
+    let flash = std::fs::read(dir.join("flash.bin")).unwrap();
+    assert_eq!(flash.len(), 0x10_0000);
+    assert_eq!(&flash[..shim.len()], &shim[..]);
+    let keys = [trusted_key_from_pem(&std::fs::read_to_string(&pubk).unwrap()).unwrap()];
+    let config = Config {
+        layout,
+        keys: &keys,
+        ids: b.ids().unwrap(),
+        attempts: b.attempts().unwrap(),
+    };
+    let map = *layout.sector_map().unwrap();
+    let mut f = StrictFlash::<4, 0x2_0000>::from_bytes(&flash).with_sector_map(&map);
+    let dcs = twinbank::decide(&mut f, &config).unwrap();
+    assert_eq!((dcs.bank, dcs.reason), (Bank::A, BootReason::Normal));
+}

@@ -168,7 +168,8 @@ impl StateStore {
         let mut store = StateStore {
             region_offset: layout.state().offset.0,
             sectors: layout.state_sectors(),
-            erase_size: layout.erase_size(),
+            // The sectors of the state region are all this size (a layout invariant).
+            erase_size: layout.state_sector_size(),
             cursor: None,
             seq: 0,
             current: None,

@@ -136,6 +136,7 @@ pub fn run_life<const W: usize, const E: usize>(
         attempts,
         write_size: W as u32,
         erase_size: E as u32,
+        layout: world.layout,
     };
     let cell = RefCell::new(Driver::new(world.blank(), rng.next_u64(), sabotage));
     let mut life = Life {
@@ -303,10 +304,14 @@ impl<'c, const W: usize, const E: usize> Life<'c, '_, W, E> {
             let mut bytes = img.bytes.clone();
             bytes.resize(bytes.len().div_ceil(W) * W, 0xFF);
             let base = self.layout.bank(Bank::A).offset.0;
-            for s in 0..bytes.len().div_ceil(E) as u32 {
-                let from = base + s * E as u32;
+            let bank = self.layout.bank(Bank::A);
+            for s in 0..self.layout.sectors_spanning(bank, bytes.len() as u32) {
+                let Some(sector) = self.layout.sector_in(bank, s) else {
+                    break;
+                };
+                let from = sector.offset.0;
                 d.flash
-                    .erase(from, from + E as u32)
+                    .erase(from, from + sector.size.0)
                     .map_err(|e| format!("factory erase: {e:?}"))?;
             }
             d.flash
@@ -482,9 +487,12 @@ impl<'c, const W: usize, const E: usize> Life<'c, '_, W, E> {
                 return Err(format!("operation outside every region: {op:?}"));
             };
             let ok = if op.erase {
-                op.len == E as u32
-                    && at % E as u32 == 0
-                    && after.erases.contains(&(b, at / E as u32))
+                // One whole sector of the bank (of the layout's map when it has one).
+                let region = self.layout.bank(b);
+                let index = self.layout.sector_index_in(region, at);
+                self.layout.sector_in(region, index)
+                    == Some(twinbank::Region::new(region.offset.0 + at, op.len))
+                    && after.erases.contains(&(b, index))
             } else {
                 after
                     .programs
@@ -588,7 +596,8 @@ impl<'c, const W: usize, const E: usize> Life<'c, '_, W, E> {
                 for i in 0..fl.len() {
                     // A byte goes through at most: before → erased (if the call erases its
                     // sector) → programmed (after).
-                    let erased_here = fl[i] == 0xFF && after.erases.contains(&(b, (i / E) as u32));
+                    let sector = self.layout.sector_index_in(self.layout.bank(b), i as u32);
+                    let erased_here = fl[i] == 0xFF && after.erases.contains(&(b, sector));
                     if fl[i] == be[i] || fl[i] == af[i] || erased_here {
                         continue;
                     }

@@ -27,6 +27,8 @@ pub struct Ctx<'c> {
     pub write_size: u32,
     /// Erase size.
     pub erase_size: u32,
+    /// The layout (its sector queries: a bank's sectors need not be `erase_size` each).
+    pub layout: twinbank::Layout,
 }
 
 /// A predicted result.
@@ -374,9 +376,9 @@ impl Model {
             return Want::Err(e);
         }
         let image = &ctx.cat.images[img];
-        let e = ctx.erase_size;
         let total = image.len() as u32;
-        let span = total.div_ceil(e);
+        let region = ctx.layout.bank(t);
+        let span = ctx.layout.sectors_spanning(region, total);
         let from = match *s.bank(t) {
             BankState::Receiving(rc)
                 if rc.image == image.id && rc.kind == twinbank::state::ReceivingKind::Announced =>
@@ -395,11 +397,11 @@ impl Model {
             bank: t,
             erase_next: from,
             erase_end: span,
-            next: from * e,
+            next: ctx.layout.sector_start_in(region, from),
             partial: Vec::new(),
         });
         Want::Ok(Start {
-            offset: from * e,
+            offset: ctx.layout.sector_start_in(region, from),
             erases: span - from,
         })
     }
@@ -419,13 +421,13 @@ impl Model {
         if f >= span {
             return 0;
         }
-        let e = ctx.erase_size;
+        let region = ctx.layout.bank(t);
         let image = &ctx.cat.images[img];
         let bank = &self.shadow[t.index()];
         let sector = if erased {
-            let lo = (f * e) as usize;
+            let lo = ctx.layout.sector_start_in(region, f) as usize;
             match bank[lo..image.len()].iter().rposition(|&b| b != 0xFF) {
-                Some(i) => (lo + i) as u32 / e,
+                Some(i) => ctx.layout.sector_index_in(region, (lo + i) as u32),
                 None => f,
             }
         } else {
@@ -447,14 +449,19 @@ impl Model {
             self.upload = Some(up);
             return Want::Ok(0);
         }
-        let e = ctx.erase_size as usize;
-        let at = up.erase_next as usize * e;
+        let region = ctx.layout.bank(up.bank);
+        let at = ctx.layout.sector_start_in(region, up.erase_next) as usize;
+        let e = ctx
+            .layout
+            .sector_in(region, up.erase_next)
+            .map_or(0, |s| s.size.0 as usize);
         self.shadow[up.bank.index()][at..at + e].fill(0xFF);
         self.erases.push((up.bank, up.erase_next));
         up.erase_next += 1;
         if !up.erasing() {
             let mut s = self.state.expect("receiving implies a state");
-            *s.bank_mut(up.bank) = receiving(up.id, up.next / ctx.erase_size, true);
+            let from = ctx.layout.sector_index_in(region, up.next);
+            *s.bank_mut(up.bank) = receiving(up.id, from, true);
             self.record(s);
         }
         let left = up.erase_end - up.erase_next;

@@ -1,5 +1,6 @@
-//! Running QEMU (MPS2-AN385) with a persistent flash file, following docs/qemu recipe:
-//! the flash is a `memory-backend-file` with `share=on` at 0x2100_0000, the shim is loaded with
+//! Running QEMU (MPS2-AN385, or another [`Board`]) with a persistent flash file, following the
+//! docs/qemu.md recipe: the flash is a `memory-backend-file` with `share=on` (the machine's
+//! 16 MiB PSRAM: 0x2100_0000 on the AN385, 0x6000_0000 on the AN500), the shim is loaded with
 //! `-kernel` (re-copied at every reset: a boot ROM), the UART goes over TCP to a listener of ours
 //! (QEMU connects as the client), semihosting gives exit codes and the guest's arguments.
 //!
@@ -25,9 +26,93 @@ use std::time::{Duration, Instant};
 /// The QEMU binary.
 pub const QEMU: &str = "qemu-system-arm";
 
+/// The environment variable that selects the QEMU board of the end-to-end tests and of a [`Run`]
+/// by name (`cargo xtask test` sets it for the second board's pass). Unset: the MPS2-AN385.
+pub const BOARD_ENV: &str = "TWINBANK_QEMU_BOARD";
+
+/// Size of the machine RAM QEMU maps as the "flash" (`memory-backend-file`): both MPS2 machines
+/// require exactly their 16 MiB.
+pub const FLASH_BACKEND_SIZE: &str = "16M";
+
+/// A QEMU machine the firmware runs on: the board description (flash geometry, layout, ids), the
+/// QEMU machine and CPU, and the Rust target. The board crate (`qemu/board`) derives everything
+/// else from the description at build time; the shim and the demo app are the same source.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Board {
+    /// Name given to `--board` and [`BOARD_ENV`].
+    pub name: &'static str,
+    /// Board description, relative to the workspace root.
+    pub description: &'static str,
+    /// `qemu-system-arm -machine`.
+    pub machine: &'static str,
+    /// `qemu-system-arm -cpu`.
+    pub cpu: &'static str,
+    /// Rust target of the firmware.
+    pub target: &'static str,
+}
+
+/// The QEMU boards: the default (MPS2-AN385, Cortex-M3) first.
+pub const BOARDS: [Board; 2] = [
+    Board {
+        name: "mps2-an385",
+        description: "twinbank.toml",
+        machine: "mps2-an385",
+        cpu: "cortex-m3",
+        target: "thumbv7m-none-eabi",
+    },
+    Board {
+        name: "mps2-an500",
+        description: "boards/mps2-an500.toml",
+        machine: "mps2-an500",
+        cpu: "cortex-m7",
+        target: "thumbv7em-none-eabi",
+    },
+];
+
+impl Board {
+    /// The default board (MPS2-AN385): its firmware keeps the paths it always had.
+    pub fn default_board() -> &'static Board {
+        &BOARDS[0]
+    }
+
+    /// True for the default board.
+    pub fn is_default(&self) -> bool {
+        self.name == Board::default_board().name
+    }
+
+    /// The board called `name`.
+    pub fn by_name(name: &str) -> Result<&'static Board, String> {
+        BOARDS.iter().find(|b| b.name == name).ok_or_else(|| {
+            let names: Vec<&str> = BOARDS.iter().map(|b| b.name).collect();
+            format!("unknown QEMU board {name:?} (known: {})", names.join(", "))
+        })
+    }
+
+    /// The board named by [`BOARD_ENV`] (unset or empty: the default board).
+    pub fn from_env() -> Result<&'static Board, String> {
+        match std::env::var(BOARD_ENV) {
+            Ok(n) if !n.is_empty() => Board::by_name(&n).map_err(|e| format!("{BOARD_ENV}: {e}")),
+            _ => Ok(Board::default_board()),
+        }
+    }
+
+    /// Path of the board description.
+    pub fn description_path(&self) -> PathBuf {
+        crate::tools::root().join(self.description)
+    }
+
+    /// The board description, loaded.
+    pub fn load(&self) -> Result<twinbank::board::BoardDescription, String> {
+        let p = self.description_path();
+        twinbank::board::BoardDescription::load(&p).map_err(|e| format!("{}: {e}", p.display()))
+    }
+}
+
 /// One QEMU run.
 #[derive(Debug, Clone)]
 pub struct Run {
+    /// The QEMU machine.
+    pub board: &'static Board,
     /// The shim ELF (`-kernel`).
     pub shim: PathBuf,
     /// The flash file (16 MiB).
@@ -78,9 +163,11 @@ impl Outcome {
 }
 
 impl Run {
-    /// A run of `shim` on `flash` with a timeout.
+    /// A run of `shim` on `flash` with a timeout, on the board [`BOARD_ENV`] names (the
+    /// default board when it is unset or names no board: the tests check it first).
     pub fn new(shim: &Path, flash: &Path, timeout: Duration) -> Run {
         Run {
+            board: Board::from_env().unwrap_or(Board::default_board()),
             shim: shim.to_path_buf(),
             flash: flash.to_path_buf(),
             args: Vec::new(),
@@ -106,22 +193,19 @@ impl Run {
             semi.push_str(",arg=");
             semi.push_str(&a.replace(',', ",,"));
         }
-        cmd.args([
-            "-machine",
-            "mps2-an385,memory-backend=fl",
-            "-cpu",
-            "cortex-m3",
-        ])
-        .arg("-object")
-        .arg(format!(
-            "memory-backend-file,id=fl,size=16M,mem-path={},share=on",
-            self.flash.display().to_string().replace(',', ",,")
-        ))
-        .args(["-display", "none", "-monitor", "none", "-nodefaults"])
-        .args(["-semihosting-config", &semi])
-        .args(["-serial", serial])
-        .arg("-kernel")
-        .arg(&self.shim);
+        cmd.arg("-machine")
+            .arg(format!("{},memory-backend=fl", self.board.machine))
+            .args(["-cpu", self.board.cpu])
+            .arg("-object")
+            .arg(format!(
+                "memory-backend-file,id=fl,size={FLASH_BACKEND_SIZE},mem-path={},share=on",
+                self.flash.display().to_string().replace(',', ",,")
+            ))
+            .args(["-display", "none", "-monitor", "none", "-nodefaults"])
+            .args(["-semihosting-config", &semi])
+            .args(["-serial", serial])
+            .arg("-kernel")
+            .arg(&self.shim);
         if self.icount {
             cmd.args(["-icount", "shift=0,align=off,sleep=off"]);
         }

@@ -52,7 +52,7 @@ pub struct Board {
 }
 
 /// The QEMU boards: the default (MPS2-AN385, Cortex-M3) first.
-pub const BOARDS: [Board; 2] = [
+pub static BOARDS: [Board; 2] = [
     Board {
         name: "mps2-an385",
         description: "twinbank.toml",

@@ -815,7 +815,15 @@ fn measure_boot(demo: &Demo) -> Result<(), String> {
         fixed
     );
     let mut problems = Vec::new();
-    if per_byte > BOOT_BUDGET_PER_BYTE || fixed > BOOT_BUDGET_FIXED {
+    // The budget is the demo board's (issue 12, the MPS2-AN385); another board's figures are
+    // reported for comparison.
+    if !demo.qemu.is_default() {
+        println!(
+            "(the budget is the {}'s; on {} the figures are reported, not checked)",
+            Board::default_board().name,
+            demo.qemu.name
+        );
+    } else if per_byte > BOOT_BUDGET_PER_BYTE || fixed > BOOT_BUDGET_FIXED {
         problems.push("the boot cost exceeds the budget".to_string());
     }
     for r in &rows {

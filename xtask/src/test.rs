@@ -30,6 +30,25 @@ pub const CORE_QEMU_TESTS: [&str; 5] = [
     "qemu_powercut",
 ];
 
+/// The shim of `board`'s test firmware against the `[bootloader] flash_budget` of its
+/// description (the default board's is checked by `cargo xtask size`).
+fn check_shim_budget(board: &'static Board) -> Result<(), String> {
+    let budget = board
+        .load()?
+        .bootloader
+        .map(|b| u64::from(b.flash_budget))
+        .ok_or_else(|| format!("{}: no [bootloader] flash_budget", board.description))?;
+    let sizes = crate::size::measure(&xtask::firmware::test_build_for(board).elf("shim"))?;
+    crate::size::print(&format!("shim on {}", board.name), &sizes, Some(budget));
+    if sizes.flash > budget {
+        return Err(format!(
+            "the shim's flash on {} ({} B) exceeds its board's budget ({budget} B)",
+            board.name, sizes.flash
+        ));
+    }
+    Ok(())
+}
+
 /// The core QEMU suite and the demo story on `board` (not the default board).
 fn second_board(board: &'static Board, imgtool: &str) -> Result<(), String> {
     let started = Instant::now();
@@ -97,6 +116,7 @@ pub fn run_all() -> Result<(), String> {
     xtask::firmware::build_all()?;
     for b in BOARDS.iter().filter(|b| !b.is_default()) {
         xtask::firmware::build_all_for(b)?;
+        check_shim_budget(b)?;
     }
     // Fails when the shim's flash exceeds `[bootloader] flash_budget` of twinbank.toml.
     crate::size::size_cmd(None, None)?;

@@ -455,3 +455,40 @@ pub fn build_all_for(board: &'static Board) -> Result<(), String> {
     test_keys(&b)?;
     b.build(&test_variants_for(board))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_board_builds_the_core_suites_variants_in_its_own_directory() {
+        let an500 = Board::by_name("mps2-an500").unwrap();
+        let names: Vec<String> = test_variants_for(an500)
+            .into_iter()
+            .map(|v| v.name)
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "shim",
+                "app-v1-A",
+                "app-v2-B",
+                "app-v3-A",
+                "app-v3-B-fail-health",
+                "app-v3-B-crash",
+                "app-v3-B-hang"
+            ]
+        );
+        assert_eq!(
+            test_variants_for(Board::default_board()).len(),
+            test_variants().len()
+        );
+        let (a, b) = (test_build(), test_build_for(an500));
+        assert!(a.out_dir.ends_with("target/qemu-tests/firmware"));
+        assert!(b.out_dir.ends_with("target/qemu-tests/firmware-mps2-an500"));
+        assert_ne!(
+            a.stamp(&Variant::shim(false)),
+            b.stamp(&Variant::shim(false))
+        );
+    }
+}

@@ -49,6 +49,9 @@ pub struct Board {
     pub cpu: &'static str,
     /// Rust target of the firmware.
     pub target: &'static str,
+    /// Where the machine maps its RAM, the `memory-backend` the "flash" is (QEMU 7.2, `info
+    /// mtree`): the board description's `[flash] base` must be this.
+    pub flash_base: u32,
 }
 
 /// The QEMU boards: the default (MPS2-AN385, Cortex-M3) first.
@@ -59,6 +62,7 @@ pub static BOARDS: [Board; 2] = [
         machine: "mps2-an385",
         cpu: "cortex-m3",
         target: "thumbv7m-none-eabi",
+        flash_base: 0x2100_0000,
     },
     Board {
         name: "mps2-an500",
@@ -66,6 +70,7 @@ pub static BOARDS: [Board; 2] = [
         machine: "mps2-an500",
         cpu: "cortex-m7",
         target: "thumbv7em-none-eabi",
+        flash_base: 0x6000_0000,
     },
 ];
 
@@ -101,10 +106,22 @@ impl Board {
         crate::tools::root().join(self.description)
     }
 
-    /// The board description, loaded.
+    /// The board description, loaded; refused when its flash is not where the machine maps
+    /// its memory-backend.
     pub fn load(&self) -> Result<twinbank::board::BoardDescription, String> {
         let p = self.description_path();
-        twinbank::board::BoardDescription::load(&p).map_err(|e| format!("{}: {e}", p.display()))
+        let d = twinbank::board::BoardDescription::load(&p)
+            .map_err(|e| format!("{}: {e}", p.display()))?;
+        if d.flash.base != self.flash_base {
+            return Err(format!(
+                "{}: [flash] base is {:#x}, but QEMU's {} maps the flash (its RAM) at {:#x}",
+                p.display(),
+                d.flash.base,
+                self.machine,
+                self.flash_base
+            ));
+        }
+        Ok(d)
     }
 }
 
@@ -715,5 +732,63 @@ impl TextLines {
 
     fn printable(&self) -> bool {
         !self.seg.is_empty() && printable(&self.seg)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn boards_are_found_by_name_and_the_default_is_the_an385() {
+        assert_eq!(Board::default_board().name, "mps2-an385");
+        assert!(Board::default_board().is_default());
+        let an500 = Board::by_name("mps2-an500").unwrap();
+        assert!(!an500.is_default());
+        assert_eq!(
+            (an500.cpu, an500.target),
+            ("cortex-m7", "thumbv7em-none-eabi")
+        );
+        let e = Board::by_name("mps2-an999").unwrap_err();
+        assert!(e.contains("mps2-an385, mps2-an500"), "{e}");
+    }
+
+    #[test]
+    fn every_board_description_loads_and_matches_its_machine() {
+        for b in &BOARDS {
+            let d = b.load().unwrap();
+            assert_eq!(d.flash.base, b.flash_base, "{}", b.name);
+            assert!(d.layout().is_ok(), "{}", b.name);
+        }
+        // The second board has another geometry than the default (the point of running it).
+        let (a, b) = (BOARDS[0].load().unwrap(), BOARDS[1].load().unwrap());
+        assert_eq!((b.flash.write_size, b.flash.erase_size), (16, 8192));
+        assert_ne!(
+            (a.flash.write_size, a.flash.erase_size),
+            (b.flash.write_size, b.flash.erase_size)
+        );
+    }
+
+    #[test]
+    fn the_command_line_names_the_machine_cpu_and_backend_size() {
+        let mut r = Run::new(
+            Path::new("shim.elf"),
+            Path::new("f.bin"),
+            Duration::from_secs(1),
+        );
+        r.board = Board::by_name("mps2-an500").unwrap();
+        let args: Vec<String> = r
+            .command("null")
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        let at = |k: &str| {
+            args.iter()
+                .position(|a| a == k)
+                .map(|i| args[i + 1].clone())
+        };
+        assert_eq!(at("-machine").unwrap(), "mps2-an500,memory-backend=fl");
+        assert_eq!(at("-cpu").unwrap(), "cortex-m7");
+        assert!(at("-object").unwrap().contains("size=16M"), "{args:?}");
     }
 }

@@ -221,7 +221,8 @@ fn main() {
     println!("cargo:memory_dir={}", out_dir.display());
 }
 
-/// SSRAM2/3: RAM of the shim and the apps.
+/// SSRAM2/3: RAM of the shim and the apps (the same on the MPS2-AN385 and the MPS2-AN500; the
+/// machines differ in where their PSRAM, the "flash", is: the board description's `base`).
 const RAM_START: u32 = 0x2000_0000;
 const RAM_SIZE: u32 = 0x0040_0000;
 /// The session block at the start of RAM (see `src/session.rs`).

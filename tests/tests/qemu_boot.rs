@@ -117,7 +117,7 @@ fn factory_flow_with_the_host_tool_boots() {
     let elf = f.build.elf("app-v1-A");
     let image = dev.dir.join("app-a.bin");
     let flash = dev.dir.join("factory.bin");
-    let board = twinbank_tests::workspace().join("twinbank.toml");
+    let board = f.description();
     let run = |args: &[&str]| {
         let out = std::process::Command::new(twinbank_tests::host_bin())
             .args(args)

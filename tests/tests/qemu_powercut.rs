@@ -182,7 +182,7 @@ fn kill_9_of_qemu_during_an_update_then_restart_boots() {
         let delay = Duration::from_micros(seed % span);
         let dev = Device::factory(&format!("kill9/{i}"));
         let update = dev.update_arg("v2", &v2);
-        let mut run = qemu::Run::new(&f.shim(), &dev.flash, CUT_TIMEOUT);
+        let mut run = f.run(&f.shim(), &dev.flash, CUT_TIMEOUT);
         run.args = vec![update.clone(), "halt".into()];
         let running = run.spawn().unwrap();
         std::thread::sleep(delay);

@@ -1,4 +1,5 @@
-//! Building the firmware (shim and demo app) for thumbv7m-none-eabi; signing the app ELFs and
+//! Building the firmware (shim and demo app) for a QEMU board's target (thumbv7m-none-eabi for the
+//! MPS2-AN385, thumbv7em-none-eabi for the MPS2-AN500: [`crate::qemu::Board`]); signing the app ELFs and
 //! provisioning flash files go through the host tool's library (`twinbank_host`), the one
 //! implementation of that pipeline. The QEMU tests use this module through the xtask library.
 //!
@@ -18,9 +19,11 @@ use twinbank::{Bank, ImageId, TrustedKey};
 use twinbank_host::sign::{sign_firmware, SignPlan};
 use twinbank_host::{input, keys, provision};
 
+use crate::qemu::Board;
+
 pub use twinbank_host::provision::{FlashImage, FlashReport};
 
-/// The Rust target of the firmware.
+/// The Rust target of the default board's firmware (each [`Board`] names its own).
 pub const TARGET: &str = "thumbv7m-none-eabi";
 /// The cargo profile of the firmware (opt "s", LTO, panic abort).
 pub const PROFILE: &str = "firmware";
@@ -93,6 +96,9 @@ impl Variant {
 /// Where and how to build.
 #[derive(Debug, Clone)]
 pub struct Build {
+    /// The board built for: its Rust target and, for any board but the default, its description
+    /// (`TWINBANK_BOARD` for the board crate's build script).
+    pub board: &'static Board,
     /// The workspace root.
     pub workspace: PathBuf,
     /// Cargo target directory.
@@ -140,6 +146,7 @@ impl Build {
             "qemu",
             "bootloader-shim",
             "twinbank.toml",
+            "boards",
             "Cargo.lock",
             "Cargo.toml",
         ] {
@@ -148,6 +155,7 @@ impl Build {
         for k in &self.trusted_keys {
             hash_tree(&mut h, k);
         }
+        self.board.name.hash(&mut h);
         v.package.hash(&mut h);
         v.features.hash(&mut h);
         v.env.hash(&mut h);
@@ -192,14 +200,20 @@ impl Build {
                     "--profile",
                     PROFILE,
                     "--target",
-                    TARGET,
+                    self.board.target,
                     "-p",
                     v.package,
                 ])
                 .env("CARGO_TARGET_DIR", &self.target_dir)
                 .env("TWINBANK_TRUSTED_KEYS", &keys)
                 .env_remove("TWINBANK_BANK")
-                .env_remove("TWINBANK_APP_VERSION");
+                .env_remove("TWINBANK_APP_VERSION")
+                .env_remove("TWINBANK_BOARD");
+            // The default board's builds keep the environment they always had (the board crate
+            // reads the workspace's `twinbank.toml`): same fingerprints, no rebuild.
+            if !self.board.is_default() {
+                cmd.env("TWINBANK_BOARD", self.board.description_path());
+            }
             if !v.features.is_empty() {
                 cmd.args(["--features", &v.features.join(",")]);
             }
@@ -214,7 +228,11 @@ impl Build {
                     String::from_utf8_lossy(&out.stderr)
                 ));
             }
-            let built = self.target_dir.join(TARGET).join(PROFILE).join(v.bin);
+            let built = self
+                .target_dir
+                .join(self.board.target)
+                .join(PROFILE)
+                .join(v.bin);
             std::fs::copy(&built, &elf).map_err(|e| format!("{}: {e}", built.display()))?;
             std::fs::write(&stamp_path, stamp).map_err(|e| e.to_string())?;
         }
@@ -315,15 +333,28 @@ pub fn workspace_root() -> PathBuf {
     crate::tools::root()
 }
 
-/// The firmware of the QEMU tests: its own target directory (so `cargo test` holding the main
-/// one's lock does not block it), its own trusted key, ELFs in `target/qemu-tests/firmware/`.
+/// The firmware of the QEMU tests on the default board: its own target directory (so `cargo
+/// test` holding the main one's lock does not block it), its own trusted key, ELFs in
+/// `target/qemu-tests/firmware/`.
 pub fn test_build() -> Build {
+    test_build_for(Board::default_board())
+}
+
+/// The firmware of the QEMU tests on `board`: as [`test_build`] (same cargo target directory:
+/// each board has its own Rust target there, same keys); the ELFs of a board other than the
+/// default in `target/qemu-tests/firmware-<board>/`.
+pub fn test_build_for(board: &'static Board) -> Build {
     let ws = workspace_root();
     let dir = ws.join("target/qemu-tests");
     Build {
+        board,
         workspace: ws,
         target_dir: dir.join("cargo"),
-        out_dir: dir.join("firmware"),
+        out_dir: if board.is_default() {
+            dir.join("firmware")
+        } else {
+            dir.join(format!("firmware-{}", board.name))
+        },
         trusted_keys: vec![dir.join("keys/trusted.pem")],
         verbose: false,
     }
@@ -332,12 +363,13 @@ pub fn test_build() -> Build {
 /// Milliseconds of the UART recovery window of the QEMU tests' window shim.
 pub const TEST_RECOVERY_WINDOW_MS: u32 = 1000;
 
-/// The board description of the window shim: the workspace's `twinbank.toml` with
+/// The board description of the window shim: the default board's `twinbank.toml` with
 /// `recovery_window_ms` set to [`TEST_RECOVERY_WINDOW_MS`], written under
 /// `target/qemu-tests/` (same layout, keys and ids as every other test build).
 pub fn window_board() -> Result<PathBuf, String> {
     let ws = workspace_root();
-    let text = std::fs::read_to_string(ws.join("twinbank.toml")).map_err(|e| e.to_string())?;
+    let text = std::fs::read_to_string(Board::default_board().description_path())
+        .map_err(|e| e.to_string())?;
     let key = "recovery_window_ms = 0";
     if !text.contains(key) {
         return Err(format!("twinbank.toml has no `{key}` line to change"));
@@ -384,6 +416,25 @@ pub fn test_variants() -> Vec<Variant> {
     ]
 }
 
+/// The variants of the QEMU tests on `board`: all of [`test_variants`] on the default board; on
+/// another board those of its core suite (boot, update, rollback of each failing variant,
+/// security, serial, power cuts): the plain shim, v1 (A), v2 (B), v3 (A) and the faulty v3s (B).
+/// The recovery, SMP and delta suites run on the default board only.
+pub fn test_variants_for(board: &Board) -> Vec<Variant> {
+    let all = test_variants();
+    if board.is_default() {
+        return all;
+    }
+    all.into_iter()
+        .filter(|v| {
+            v.name == "shim"
+                || (v.package == "twinbank-demo-app"
+                    && !v.name.contains("one-line")
+                    && !v.name.contains("heapless"))
+        })
+        .collect()
+}
+
 /// Keys of the QEMU tests: the trusted one (built into the test firmware) and an untrusted one.
 pub fn test_keys(b: &Build) -> Result<(PathBuf, PathBuf), String> {
     let trusted = b.trusted_keys[0].clone();
@@ -395,7 +446,49 @@ pub fn test_keys(b: &Build) -> Result<(PathBuf, PathBuf), String> {
 
 /// Builds the firmware of the QEMU tests (`cargo xtask test` calls this before `cargo test`).
 pub fn build_all() -> Result<(), String> {
-    let b = test_build();
+    build_all_for(Board::default_board())
+}
+
+/// Builds the firmware of the QEMU tests on `board` ([`test_variants_for`]).
+pub fn build_all_for(board: &'static Board) -> Result<(), String> {
+    let b = test_build_for(board);
     test_keys(&b)?;
-    b.build(&test_variants())
+    b.build(&test_variants_for(board))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_board_builds_the_core_suites_variants_in_its_own_directory() {
+        let an500 = Board::by_name("mps2-an500").unwrap();
+        let names: Vec<String> = test_variants_for(an500)
+            .into_iter()
+            .map(|v| v.name)
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "shim",
+                "app-v1-A",
+                "app-v2-B",
+                "app-v3-A",
+                "app-v3-B-fail-health",
+                "app-v3-B-crash",
+                "app-v3-B-hang"
+            ]
+        );
+        assert_eq!(
+            test_variants_for(Board::default_board()).len(),
+            test_variants().len()
+        );
+        let (a, b) = (test_build(), test_build_for(an500));
+        assert!(a.out_dir.ends_with("target/qemu-tests/firmware"));
+        assert!(b.out_dir.ends_with("target/qemu-tests/firmware-mps2-an500"));
+        assert_ne!(
+            a.stamp(&Variant::shim(false)),
+            b.stamp(&Variant::shim(false))
+        );
+    }
 }

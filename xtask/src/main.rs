@@ -10,7 +10,13 @@ mod walk;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
+use xtask::qemu::Board;
 use xtask::tools;
+
+/// `--board NAME`: a QEMU board of `xtask::qemu::BOARDS`.
+fn board_arg(name: &str) -> Result<&'static Board, String> {
+    Board::by_name(name)
+}
 
 #[derive(Parser)]
 #[command(
@@ -29,10 +35,16 @@ enum Cmd {
     Test,
     /// The main job: builds everything, provisions a QEMU device and tells an update story over
     /// its UART with `twinbank serial`.
+    #[command(after_help = "Examples:
+  cargo xtask demo                         # on the MPS2-AN385 (Cortex-M3)
+  cargo xtask demo --board mps2-an500      # on the MPS2-AN500 (Cortex-M7, 16-byte writes, 8 KiB sectors)")]
     Demo {
         /// Also print the device's UART output.
         #[arg(short, long)]
         verbose: bool,
+        /// The QEMU board: mps2-an385 (default) or mps2-an500.
+        #[arg(long, value_name = "NAME", default_value = "mps2-an385", value_parser = board_arg)]
+        board: &'static Board,
     },
     /// A QEMU device left running for a person: its UART on a pseudo-terminal (or a TCP port),
     /// its text lines shown as `device| …`. Without --flash: the demo device, freshly provisioned
@@ -53,6 +65,9 @@ enum Cmd {
         /// Relay the UART to a local TCP port (`twinbank serial --tcp`) instead of a pty.
         #[arg(long)]
         tcp: bool,
+        /// The QEMU board: mps2-an385 (default) or mps2-an500.
+        #[arg(long, value_name = "NAME", default_value = "mps2-an385", value_parser = board_arg)]
+        board: &'static Board,
     },
     /// The power-cut matrix in release mode (arguments go to the harness; --help lists them).
     #[command(disable_help_flag = true)]
@@ -66,8 +81,12 @@ enum Cmd {
     #[command(after_help = "Examples:
   cargo xtask firmware                     # build only
   cargo xtask firmware --measure           # every figure of BENCHMARKS.md (QEMU)
-  cargo xtask firmware --measure boot      # the shim's size and boot cost only")]
+  cargo xtask firmware --measure boot      # the shim's size and boot cost only
+  cargo xtask firmware --board mps2-an500 --measure boot   # the same on the Cortex-M7")]
     Firmware {
+        /// The QEMU board: mps2-an385 (default) or mps2-an500.
+        #[arg(long, value_name = "NAME", default_value = "mps2-an385", value_parser = board_arg)]
+        board: &'static Board,
         /// Also take the figures of BENCHMARKS.md ("QEMU"): all of them, or only the shim's
         /// (`boot`: size, boot instructions, cost per byte against the budget, stack, flash
         /// operations) or only the update's (`update`: flash work, serial upload).
@@ -127,9 +146,14 @@ fn main() {
     let result = match cli.cmd {
         Cmd::Test => test::run_all(),
         Cmd::Powercut { args } => powercut(&args),
-        Cmd::Demo { verbose } => demo::demo(verbose),
-        Cmd::Qemu { flash, shim, tcp } => demo::qemu_cmd(flash, shim, tcp),
-        Cmd::Firmware { measure } => demo::firmware_cmd(measure),
+        Cmd::Demo { verbose, board } => demo::demo(verbose, board),
+        Cmd::Qemu {
+            flash,
+            shim,
+            tcp,
+            board,
+        } => demo::qemu_cmd(flash, shim, tcp, board),
+        Cmd::Firmware { measure, board } => demo::firmware_cmd(measure, board),
         Cmd::Size { elf, symbols } => size::size_cmd(elf, symbols),
         Cmd::DeltaBench => delta_bench::run(),
         Cmd::Fuzz { args } => fuzz::fuzz(&args),

@@ -1,5 +1,6 @@
-//! Running QEMU (MPS2-AN385) with a persistent flash file, following docs/qemu recipe:
-//! the flash is a `memory-backend-file` with `share=on` at 0x2100_0000, the shim is loaded with
+//! Running QEMU (MPS2-AN385, or another [`Board`]) with a persistent flash file, following the
+//! docs/qemu.md recipe: the flash is a `memory-backend-file` with `share=on` (the machine's
+//! 16 MiB PSRAM: 0x2100_0000 on the AN385, 0x6000_0000 on the AN500), the shim is loaded with
 //! `-kernel` (re-copied at every reset: a boot ROM), the UART goes over TCP to a listener of ours
 //! (QEMU connects as the client), semihosting gives exit codes and the guest's arguments.
 //!
@@ -25,9 +26,110 @@ use std::time::{Duration, Instant};
 /// The QEMU binary.
 pub const QEMU: &str = "qemu-system-arm";
 
+/// The environment variable that selects the QEMU board of the end-to-end tests and of a [`Run`]
+/// by name (`cargo xtask test` sets it for the second board's pass). Unset: the MPS2-AN385.
+pub const BOARD_ENV: &str = "TWINBANK_QEMU_BOARD";
+
+/// Size of the machine RAM QEMU maps as the "flash" (`memory-backend-file`): both MPS2 machines
+/// require exactly their 16 MiB.
+pub const FLASH_BACKEND_SIZE: &str = "16M";
+
+/// A QEMU machine the firmware runs on: the board description (flash geometry, layout, ids), the
+/// QEMU machine and CPU, and the Rust target. The board crate (`qemu/board`) derives everything
+/// else from the description at build time; the shim and the demo app are the same source.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Board {
+    /// Name given to `--board` and [`BOARD_ENV`].
+    pub name: &'static str,
+    /// Board description, relative to the workspace root.
+    pub description: &'static str,
+    /// `qemu-system-arm -machine`.
+    pub machine: &'static str,
+    /// `qemu-system-arm -cpu`.
+    pub cpu: &'static str,
+    /// Rust target of the firmware.
+    pub target: &'static str,
+    /// Where the machine maps its RAM, the `memory-backend` the "flash" is (QEMU 7.2, `info
+    /// mtree`): the board description's `[flash] base` must be this.
+    pub flash_base: u32,
+}
+
+/// The QEMU boards: the default (MPS2-AN385, Cortex-M3) first.
+pub static BOARDS: [Board; 2] = [
+    Board {
+        name: "mps2-an385",
+        description: "twinbank.toml",
+        machine: "mps2-an385",
+        cpu: "cortex-m3",
+        target: "thumbv7m-none-eabi",
+        flash_base: 0x2100_0000,
+    },
+    Board {
+        name: "mps2-an500",
+        description: "boards/mps2-an500.toml",
+        machine: "mps2-an500",
+        cpu: "cortex-m7",
+        target: "thumbv7em-none-eabi",
+        flash_base: 0x6000_0000,
+    },
+];
+
+impl Board {
+    /// The default board (MPS2-AN385): its firmware keeps the paths it always had.
+    pub fn default_board() -> &'static Board {
+        &BOARDS[0]
+    }
+
+    /// True for the default board.
+    pub fn is_default(&self) -> bool {
+        self.name == Board::default_board().name
+    }
+
+    /// The board called `name`.
+    pub fn by_name(name: &str) -> Result<&'static Board, String> {
+        BOARDS.iter().find(|b| b.name == name).ok_or_else(|| {
+            let names: Vec<&str> = BOARDS.iter().map(|b| b.name).collect();
+            format!("unknown QEMU board {name:?} (known: {})", names.join(", "))
+        })
+    }
+
+    /// The board named by [`BOARD_ENV`] (unset or empty: the default board).
+    pub fn from_env() -> Result<&'static Board, String> {
+        match std::env::var(BOARD_ENV) {
+            Ok(n) if !n.is_empty() => Board::by_name(&n).map_err(|e| format!("{BOARD_ENV}: {e}")),
+            _ => Ok(Board::default_board()),
+        }
+    }
+
+    /// Path of the board description.
+    pub fn description_path(&self) -> PathBuf {
+        crate::tools::root().join(self.description)
+    }
+
+    /// The board description, loaded; refused when its flash is not where the machine maps
+    /// its memory-backend.
+    pub fn load(&self) -> Result<twinbank::board::BoardDescription, String> {
+        let p = self.description_path();
+        let d = twinbank::board::BoardDescription::load(&p)
+            .map_err(|e| format!("{}: {e}", p.display()))?;
+        if d.flash.base != self.flash_base {
+            return Err(format!(
+                "{}: [flash] base is {:#x}, but QEMU's {} maps the flash (its RAM) at {:#x}",
+                p.display(),
+                d.flash.base,
+                self.machine,
+                self.flash_base
+            ));
+        }
+        Ok(d)
+    }
+}
+
 /// One QEMU run.
 #[derive(Debug, Clone)]
 pub struct Run {
+    /// The QEMU machine.
+    pub board: &'static Board,
     /// The shim ELF (`-kernel`).
     pub shim: PathBuf,
     /// The flash file (16 MiB).
@@ -78,9 +180,11 @@ impl Outcome {
 }
 
 impl Run {
-    /// A run of `shim` on `flash` with a timeout.
+    /// A run of `shim` on `flash` with a timeout, on the board [`BOARD_ENV`] names (the
+    /// default board when it is unset or names no board: the tests check it first).
     pub fn new(shim: &Path, flash: &Path, timeout: Duration) -> Run {
         Run {
+            board: Board::from_env().unwrap_or(Board::default_board()),
             shim: shim.to_path_buf(),
             flash: flash.to_path_buf(),
             args: Vec::new(),
@@ -106,22 +210,19 @@ impl Run {
             semi.push_str(",arg=");
             semi.push_str(&a.replace(',', ",,"));
         }
-        cmd.args([
-            "-machine",
-            "mps2-an385,memory-backend=fl",
-            "-cpu",
-            "cortex-m3",
-        ])
-        .arg("-object")
-        .arg(format!(
-            "memory-backend-file,id=fl,size=16M,mem-path={},share=on",
-            self.flash.display().to_string().replace(',', ",,")
-        ))
-        .args(["-display", "none", "-monitor", "none", "-nodefaults"])
-        .args(["-semihosting-config", &semi])
-        .args(["-serial", serial])
-        .arg("-kernel")
-        .arg(&self.shim);
+        cmd.arg("-machine")
+            .arg(format!("{},memory-backend=fl", self.board.machine))
+            .args(["-cpu", self.board.cpu])
+            .arg("-object")
+            .arg(format!(
+                "memory-backend-file,id=fl,size={FLASH_BACKEND_SIZE},mem-path={},share=on",
+                self.flash.display().to_string().replace(',', ",,")
+            ))
+            .args(["-display", "none", "-monitor", "none", "-nodefaults"])
+            .args(["-semihosting-config", &semi])
+            .args(["-serial", serial])
+            .arg("-kernel")
+            .arg(&self.shim);
         if self.icount {
             cmd.args(["-icount", "shift=0,align=off,sleep=off"]);
         }
@@ -631,5 +732,63 @@ impl TextLines {
 
     fn printable(&self) -> bool {
         !self.seg.is_empty() && printable(&self.seg)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn boards_are_found_by_name_and_the_default_is_the_an385() {
+        assert_eq!(Board::default_board().name, "mps2-an385");
+        assert!(Board::default_board().is_default());
+        let an500 = Board::by_name("mps2-an500").unwrap();
+        assert!(!an500.is_default());
+        assert_eq!(
+            (an500.cpu, an500.target),
+            ("cortex-m7", "thumbv7em-none-eabi")
+        );
+        let e = Board::by_name("mps2-an999").unwrap_err();
+        assert!(e.contains("mps2-an385, mps2-an500"), "{e}");
+    }
+
+    #[test]
+    fn every_board_description_loads_and_matches_its_machine() {
+        for b in &BOARDS {
+            let d = b.load().unwrap();
+            assert_eq!(d.flash.base, b.flash_base, "{}", b.name);
+            assert!(d.layout().is_ok(), "{}", b.name);
+        }
+        // The second board has another geometry than the default (the point of running it).
+        let (a, b) = (BOARDS[0].load().unwrap(), BOARDS[1].load().unwrap());
+        assert_eq!((b.flash.write_size, b.flash.erase_size), (16, 8192));
+        assert_ne!(
+            (a.flash.write_size, a.flash.erase_size),
+            (b.flash.write_size, b.flash.erase_size)
+        );
+    }
+
+    #[test]
+    fn the_command_line_names_the_machine_cpu_and_backend_size() {
+        let mut r = Run::new(
+            Path::new("shim.elf"),
+            Path::new("f.bin"),
+            Duration::from_secs(1),
+        );
+        r.board = Board::by_name("mps2-an500").unwrap();
+        let args: Vec<String> = r
+            .command("null")
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        let at = |k: &str| {
+            args.iter()
+                .position(|a| a == k)
+                .map(|i| args[i + 1].clone())
+        };
+        assert_eq!(at("-machine").unwrap(), "mps2-an500,memory-backend=fl");
+        assert_eq!(at("-cpu").unwrap(), "cortex-m7");
+        assert!(at("-object").unwrap().contains("size=16M"), "{args:?}");
     }
 }

@@ -135,6 +135,7 @@ fn size_build() -> Result<Build, String> {
     let key = dir.join("keys/size.pem");
     firmware::ensure_key(&key)?;
     Ok(Build {
+        board: xtask::qemu::Board::default_board(),
         workspace: ws.clone(),
         target_dir: dir.join("cargo"),
         out_dir: dir.join("firmware"),

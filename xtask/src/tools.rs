@@ -45,21 +45,27 @@ pub const THUMB: &str = "thumbv7m-none-eabi";
 
 /// Makes sure the thumbv7m target is installed.
 pub fn ensure_thumb_target() -> Result<(), String> {
+    ensure_target(THUMB)
+}
+
+/// Makes sure the Rust target `target` (a QEMU board's) is installed: installed with rustup when
+/// missing.
+pub fn ensure_target(target: &str) -> Result<(), String> {
     let installed = Command::new("rustup")
         .args(["target", "list", "--installed"])
         .output()
         .map(|o| {
             String::from_utf8_lossy(&o.stdout)
                 .lines()
-                .any(|l| l.trim() == THUMB)
+                .any(|l| l.trim() == target)
         })
         .unwrap_or(false);
     if installed {
         return Ok(());
     }
-    eprintln!("xtask: the {THUMB} target is missing; installing it with rustup");
-    run(Command::new("rustup").args(["target", "add", THUMB])).map_err(|e| {
-        format!("{e}\n  the firmware needs the {THUMB} target: run `rustup target add {THUMB}`")
+    eprintln!("xtask: the {target} target is missing; installing it with rustup");
+    run(Command::new("rustup").args(["target", "add", target])).map_err(|e| {
+        format!("{e}\n  the firmware needs the {target} target: run `rustup target add {target}`")
     })
 }
 

@@ -1,4 +1,10 @@
-//! # twinbank-board: the MPS2-AN385 board under QEMU
+//! # twinbank-board: the MPS2 boards under QEMU
+//!
+//! One crate for both emulated boards: the MPS2-AN385 (Cortex-M3, `thumbv7m-none-eabi`, the
+//! workspace's `twinbank.toml`) and the MPS2-AN500 (Cortex-M7, `thumbv7em-none-eabi`,
+//! `boards/mps2-an500.toml`: another flash base and another flash geometry). Both machines put
+//! RAM, UART0 and the watchdog at the same addresses, so the board description is the only
+//! difference (selected with `TWINBANK_BOARD` at build time; docs/qemu.md).
 //!
 //! Everything board-specific lives here, so that a port to a real MCU writes one crate like this
 //! one (see `docs/porting.md`):

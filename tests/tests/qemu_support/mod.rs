@@ -4,12 +4,17 @@
 //! directory, so the `cargo test` that runs us does not block it; a stamp skips up-to-date
 //! variants), with its own trusted key. Every test gets its own directory and flash file under
 //! `target/qemu-tests/runs/<test>/`, and every QEMU run has a timeout.
+//!
+//! The QEMU board is the one `TWINBANK_QEMU_BOARD` names (`xtask::qemu::BOARD_ENV`; unset: the
+//! MPS2-AN385): `cargo xtask test` runs the core suite a second time on the MPS2-AN500. Every
+//! test prints its board; the runs of a board other than the default are kept in
+//! `target/qemu-tests/runs-<board>/<test>/`.
 #![allow(dead_code)]
 
 pub use xtask::{firmware, qemu};
 
 use firmware::{Build, Signing};
-use qemu::{Outcome, Run, Running, TcpRelay};
+use qemu::{Board, Outcome, Run, Running, TcpRelay};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -21,6 +26,8 @@ pub const TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The built firmware and the keys.
 pub struct Fw {
+    /// The QEMU board the tests run on.
+    pub qemu: &'static Board,
     pub board: BoardDescription,
     pub build: Build,
     pub trusted: PathBuf,
@@ -40,13 +47,14 @@ pub fn fw() -> &'static Fw {
                     .into(),
             );
         }
-        let build = firmware::test_build();
+        let qemu = Board::from_env()?;
+        let build = firmware::test_build_for(qemu);
         let (trusted, untrusted) = firmware::test_keys(&build)?;
-        build.build(&firmware::test_variants())?;
-        let board = BoardDescription::load(&firmware::workspace_root().join("twinbank.toml"))
-            .map_err(|e| e.to_string())?;
+        build.build(&firmware::test_variants_for(qemu))?;
+        let board = qemu.load()?;
         let keys = vec![firmware::trusted_key(&trusted)?];
         Ok(Fw {
+            qemu,
             board,
             build,
             trusted,
@@ -61,6 +69,17 @@ pub fn fw() -> &'static Fw {
 }
 
 impl Fw {
+    /// A QEMU run of `shim` on `flash` on the tests' board.
+    pub fn run(&self, shim: &Path, flash: &Path, timeout: Duration) -> Run {
+        let mut r = Run::new(shim, flash, timeout);
+        r.board = self.qemu;
+        r
+    }
+
+    /// The tests' board description file (for the host tool's `--board`).
+    pub fn description(&self) -> PathBuf {
+        self.qemu.description_path()
+    }
     /// A signed image of app variant `elf` (see `firmware::test_variants`).
     pub fn image_with(
         &self,
@@ -153,9 +172,18 @@ pub struct Device {
 impl Device {
     /// A fresh directory for test `name` with a flash file holding `contents`.
     pub fn new(name: &str, contents: &[u8]) -> Device {
-        let dir = firmware::workspace_root()
-            .join("target/qemu-tests/runs")
-            .join(name);
+        let qemu = fw().qemu;
+        // Which board this test runs on (shown with --nocapture, and with a failure's output).
+        eprintln!(
+            "QEMU board: {} (-machine {} -cpu {}, {}), test device {name}",
+            qemu.name, qemu.machine, qemu.cpu, qemu.description
+        );
+        let runs = if qemu.is_default() {
+            "target/qemu-tests/runs".to_string()
+        } else {
+            format!("target/qemu-tests/runs-{}", qemu.name)
+        };
+        let dir = firmware::workspace_root().join(runs).join(name);
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let flash = dir.join("flash.bin");
@@ -185,7 +213,7 @@ impl Device {
     }
 
     pub fn run_with(&self, args: &[&str], timeout: Duration) -> Outcome {
-        let mut r = Run::new(&fw().shim(), &self.flash, timeout);
+        let mut r = fw().run(&fw().shim(), &self.flash, timeout);
         r.args = args.iter().map(|s| s.to_string()).collect();
         let o = r.run().unwrap();
         self.log(args, &o);
@@ -217,7 +245,7 @@ impl Device {
     /// As [`Device::serve`] with the shim ELF `shim`, ready once the device printed `ready`
     /// (e.g. the recovery shim's `twinbank: recovery`).
     pub fn serve_with(&self, shim: &Path, args: &[&str], ready: &str) -> Served {
-        let mut r = Run::new(shim, &self.flash, TIMEOUT);
+        let mut r = fw().run(shim, &self.flash, TIMEOUT);
         r.args = args.iter().map(|s| s.to_string()).collect();
         let running = r.spawn().unwrap();
         running.kill_after(TIMEOUT);

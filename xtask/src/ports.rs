@@ -26,13 +26,29 @@ struct Port {
 }
 
 /// Every port, in the order of ports/README.md.
-const PORTS: &[Port] = &[Port {
-    dir: "nrf52840",
-    target: "thumbv7em-none-eabihf",
-    shim: "twinbank-shim-nrf52840",
-    app: "twinbank-app-nrf52840",
-    board: "twinbank-port-nrf52840",
-}];
+const PORTS: &[Port] = &[
+    Port {
+        dir: "nrf52840",
+        target: "thumbv7em-none-eabihf",
+        shim: "twinbank-shim-nrf52840",
+        app: "twinbank-app-nrf52840",
+        board: "twinbank-port-nrf52840",
+    },
+    Port {
+        dir: "rp2040",
+        target: "thumbv6m-none-eabi",
+        shim: "twinbank-shim-rp2040",
+        app: "twinbank-app-rp2040",
+        board: "twinbank-port-rp2040",
+    },
+    Port {
+        dir: "stm32l476",
+        target: "thumbv7em-none-eabihf",
+        shim: "twinbank-shim-stm32l476",
+        app: "twinbank-app-stm32l476",
+        board: "twinbank-port-stm32l476",
+    },
+];
 
 /// The applications' shared part, linted for each port's target.
 const APP_COMMON: &str = "twinbank-port-app";

@@ -30,8 +30,11 @@ pub struct Chip {
     pub shim_origin: u32,
     /// Bytes of flash the shim may take (before the board description's state region).
     pub shim_size: u32,
-    /// Extra linker script text appended to `memory-shim.x` (e.g. the RP2040's `.boot2`).
-    pub shim_extra: &'static str,
+    /// Extra `MEMORY` lines of `memory-shim.x` (e.g. the RP2040's `BOOT2` region).
+    pub shim_regions: &'static str,
+    /// Extra linker script text after the `MEMORY` block of `memory-shim.x` (e.g. the RP2040's
+    /// `.boot2` section).
+    pub shim_sections: &'static str,
 }
 
 /// Stops the build with one clear line.
@@ -209,8 +212,8 @@ pub fn board(board_toml: &str, chip: Chip) {
     std::fs::write(
         out_dir.join("memory-shim.x"),
         format!(
-            "MEMORY\n{{\n  FLASH : ORIGIN = {:#x}, LENGTH = {:#x}\n{ram}}}\n{}",
-            chip.shim_origin, chip.shim_size, chip.shim_extra
+            "MEMORY\n{{\n{}  FLASH : ORIGIN = {:#x}, LENGTH = {:#x}\n{ram}}}\n{}",
+            chip.shim_regions, chip.shim_origin, chip.shim_size, chip.shim_sections
         ),
     )
     .unwrap();
@@ -275,6 +278,13 @@ fn link(links: &str, name: &str) {
     println!("cargo:rerun-if-changed={}", dir.join(name).display());
     println!("cargo:rustc-link-search={}", out.display());
     println!("cargo:rustc-link-arg-bins=-Tlink.x");
+}
+
+/// Writes an empty `device.x` for a firmware without a PAC that defines its own one-entry
+/// interrupt table (cortex-m-rt's `device` feature includes the file).
+pub fn no_device_interrupts() {
+    let out = PathBuf::from(env("OUT_DIR"));
+    std::fs::write(out.join("device.x"), "/* no device interrupt names */\n").unwrap();
 }
 
 /// A shim's build script: links at the chip's reset address with the board crate `links`.

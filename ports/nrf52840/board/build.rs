@@ -9,7 +9,8 @@ fn main() {
             // The shim at the reset address, before the state region.
             shim_origin: 0x0,
             shim_size: 0x8000,
-            shim_extra: "",
+            shim_regions: "",
+            shim_sections: "",
         },
     );
 }

@@ -4,6 +4,10 @@
 //! board description's `[bootloader] flash_budget` (the room before the state region).
 //! With `--clippy`, also lints each port for its target (and the host-side build helper) with
 //! `-D warnings`. Installs a missing rustup target first.
+//!
+//! Each port's application is then signed for its board description and provisioned into a
+//! factory flash that the device crate boots through a strict flash of the port's geometry
+//! ([`factory_boot`]): the board description, the linker map and the signing tools agree.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -23,6 +27,9 @@ struct Port {
     app: &'static str,
     /// The board crate's package name.
     board: &'static str,
+    /// The chip's RAM (start, end) as its board crate's build script gives it: an application's
+    /// initial stack pointer must lie inside.
+    ram: (u32, u32),
 }
 
 /// Every port, in the order of ports/README.md.
@@ -33,6 +40,7 @@ const PORTS: &[Port] = &[
         shim: "twinbank-shim-nrf52840",
         app: "twinbank-app-nrf52840",
         board: "twinbank-port-nrf52840",
+        ram: (0x2000_0000, 0x2004_0000),
     },
     Port {
         dir: "rp2040",
@@ -40,6 +48,7 @@ const PORTS: &[Port] = &[
         shim: "twinbank-shim-rp2040",
         app: "twinbank-app-rp2040",
         board: "twinbank-port-rp2040",
+        ram: (0x2000_0000, 0x2004_0000),
     },
     Port {
         dir: "stm32l476",
@@ -47,6 +56,7 @@ const PORTS: &[Port] = &[
         shim: "twinbank-shim-stm32l476",
         app: "twinbank-app-stm32l476",
         board: "twinbank-port-stm32l476",
+        ram: (0x2000_0000, 0x2001_8000),
     },
 ];
 
@@ -91,6 +101,63 @@ fn ensure_target(target: &str) -> Result<(), String> {
         .map_err(|e| format!("{e}\n  the ports need it: run `rustup target add {target}`"))
 }
 
+/// The port's application (linked for bank A) through the host tool's library: signed for the
+/// port's board description, provisioned into a factory flash of its layout, which
+/// `twinbank provision` boots twice through a strict flash of the port's own geometry (the
+/// device crate's `decide`: bank A, verified); then the vector table the shim would jump to is
+/// checked as `twinbank_shim_core` checks it (initial SP in the chip's RAM, reset vector a
+/// Thumb address inside the image).
+fn factory_boot(
+    p: &Port,
+    board: &BoardDescription,
+    app: &std::path::Path,
+    key: &std::path::Path,
+) -> Result<(), String> {
+    use twinbank::Bank;
+    let signed = xtask::firmware::sign_elf(
+        app,
+        &xtask::firmware::Signing {
+            board,
+            bank: Bank::A,
+            version: "1.0.0",
+            security_counter: 1,
+            key,
+            pad_to: None,
+        },
+    )?;
+    let trusted = [xtask::firmware::trusted_key(key)?];
+    let id = xtask::firmware::image_id(board, Bank::A, &signed, &trusted)?;
+    let flash = xtask::firmware::factory_flash(board, &signed, &trusted)?;
+    let layout = board.layout().map_err(|e| e.to_string())?;
+    let bank = layout.bank(Bank::A);
+    let vt = (bank.offset.0 + u32::from(board.image.header_size)) as usize;
+    let word = |at: usize| -> Result<u32, String> {
+        flash
+            .get(at..at + 4)
+            .and_then(|b| b.try_into().ok())
+            .map(u32::from_le_bytes)
+            .ok_or_else(|| format!("vector table at {at:#x} beyond the flash"))
+    };
+    let (sp, reset) = (word(vt)?, word(vt + 4)?);
+    let start = board.flash.base + vt as u32;
+    let end = board.flash.base + bank.offset.0 + bank.size.0;
+    if !(sp > p.ram.0 && sp <= p.ram.1 && sp % 4 == 0) {
+        return Err(format!("initial SP {sp:#x} outside RAM {:#x?}", p.ram));
+    }
+    if !(reset & 1 == 1 && (reset & !1) >= start && (reset & !1) < end) {
+        return Err(format!(
+            "reset vector {reset:#x} not a Thumb address in {start:#x}..{end:#x}"
+        ));
+    }
+    eprintln!(
+        "xtask: port {}: application {} B signed for bank A, factory flash boots it          (v{}, SP {sp:#x}, reset {reset:#x})",
+        p.dir,
+        signed.len(),
+        id.version
+    );
+    Ok(())
+}
+
 /// `cargo xtask ports [--clippy]`.
 pub fn ports(args: &[String]) -> Result<(), String> {
     let mut clippy = false;
@@ -129,6 +196,7 @@ pub fn ports(args: &[String]) -> Result<(), String> {
             )?;
         }
         let elf = |bin: &str| target_dir().join(p.target).join("release").join(bin);
+        factory_boot(p, &board, &elf(p.app), &key).map_err(|e| format!("port {}: {e}", p.dir))?;
         let shim = crate::size::measure(&elf(p.shim))?;
         let app = crate::size::measure(&elf(p.app))?;
         let budget = board.bootloader.as_ref().map(|b| u64::from(b.flash_budget));

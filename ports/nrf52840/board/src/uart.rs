@@ -5,6 +5,7 @@
 /// UART0 register block.
 const UART0: usize = 0x4000_2000;
 const TASKS_STARTTX: usize = UART0 + 0x008;
+const TASKS_STOPTX: usize = UART0 + 0x00C;
 const EVENTS_TXDRDY: usize = UART0 + 0x11C;
 const ENABLE: usize = UART0 + 0x500;
 const PSEL_TXD: usize = UART0 + 0x50C;
@@ -28,6 +29,13 @@ pub fn init() {
     write_reg(BAUDRATE, BAUD_115200);
     write_reg(ENABLE, ENABLE_UART);
     write_reg(TASKS_STARTTX, 1);
+}
+
+/// Stops and disables UART0, as reset left it (the shim, before the jump: the application's
+/// UARTE0 is the same peripheral).
+pub fn deinit() {
+    write_reg(TASKS_STOPTX, 1);
+    write_reg(ENABLE, 0);
 }
 
 /// Sends one byte (polled).

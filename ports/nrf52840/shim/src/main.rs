@@ -35,6 +35,7 @@ impl Board for Nrf52840 {
     }
 
     fn before_jump(&mut self) {
+        uart::deinit();
         watchdog::start(watchdog::PERIOD_TICKS);
     }
 

@@ -183,10 +183,11 @@ pub fn ports(args: &[String]) -> Result<(), String> {
                 .env("TWINBANK_TRUSTED_KEYS", &key),
         )?;
         if clippy {
+            // In release, as the build: the host-side build scripts and proc-macros are shared.
             eprintln!("xtask: port {}: clippy", p.dir);
             tools::run(
                 cargo()
-                    .args(["clippy", "--manifest-path", &manifest()])
+                    .args(["clippy", "--release", "--manifest-path", &manifest()])
                     .args([
                         "--target", p.target, "-p", p.shim, "-p", p.app, "-p", p.board, "-p",
                         APP_COMMON,
@@ -204,7 +205,7 @@ pub fn ports(args: &[String]) -> Result<(), String> {
     }
     if clippy {
         let mut c = cargo();
-        c.args(["clippy", "--manifest-path", &manifest()]);
+        c.args(["clippy", "--release", "--manifest-path", &manifest()]);
         for h in HOST_PACKAGES {
             c.args(["-p", h]);
         }

@@ -150,7 +150,7 @@ fn factory_boot(
         ));
     }
     eprintln!(
-        "xtask: port {}: application {} B signed for bank A, factory flash boots it          (v{}, SP {sp:#x}, reset {reset:#x})",
+        "xtask: port {}: application {} B signed for bank A, factory flash boots it (v{}, SP {sp:#x}, reset {reset:#x})",
         p.dir,
         signed.len(),
         id.version

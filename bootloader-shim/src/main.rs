@@ -16,8 +16,10 @@
 //!    bank), arms the watchdog, sets VTOR, loads MSP and jumps; a table that fails a check is
 //!    reported (`twinbank: bad vector table at 0x… (sp 0x…, reset 0x…)`) and the shim stops.
 //!
-//! Everything board-specific (addresses, flash driver, UART, watchdog, keys, ids) comes from the
-//! board crate; this file is the same for every board with a Cortex-M core.
+//! Steps 1 to 3 and the jump are `twinbank_shim_core::boot`, shared with the ports' shims
+//! (`ports/`); this file gives it the board: everything board-specific (addresses, flash driver,
+//! UART, watchdog, keys, ids) comes from the board crate, and the same file serves every board
+//! crate with the QEMU test hooks (recovery, bench).
 #![no_std]
 #![no_main]
 
@@ -25,10 +27,10 @@ mod mem;
 #[cfg(feature = "recovery")]
 mod recovery;
 
-use core::fmt::Write as _;
 use cortex_m_rt::{entry, exception, ExceptionFrame};
-use twinbank::{report, BootDecision, Config};
+use twinbank::{BootDecision, BootError};
 use twinbank_board::{self as board, consts, exit_code, uart};
+use twinbank_shim_core::Board;
 
 /// The shim handles no interrupt (the application installs its own vector table), so its table
 /// holds the 16 system exceptions and one interrupt entry: cortex-m-rt's linker script (with its
@@ -64,76 +66,62 @@ fn main() -> ! {
     let config = board::config();
     let mut flash = board::flash::Flash::new();
     let mut sha = board::sha256();
-    let mut out = uart();
-    #[cfg(feature = "recovery")]
-    let asked = recovery::requested();
-    // The boot line is written without `core::fmt` (twinbank::report): issue 12.
-    match twinbank::decide_with(&mut flash, &config, &mut sha) {
-        Ok(d) => {
-            #[cfg(feature = "recovery")]
-            if let Some(why) = asked {
-                // The decision made (an attempt spent, as a boot would) tells which bank holds
-                // the image that verifies: recovery keeps it.
-                recovery::serve(Some(d.bank), why)
-            }
-            let _ = report::decision(&mut out, &d);
-            let vt = checked_vector_table(&config, &d);
-            #[cfg(feature = "bench")]
-            bench::report(stack_top);
-            board::watchdog::start(board::watchdog::PERIOD_TICKS);
-            // SAFETY: the image verified (signature by a trusted key) and its vector table passed
-            // the checks above; the shim owns nothing the app could miss.
-            unsafe {
-                (*cortex_m::peripheral::SCB::PTR).vtor.write(vt);
-                cortex_m::asm::bootload(vt as *const u32)
-            }
-        }
-        Err(e) => {
-            let _ = report::error(&mut out, &e);
-            #[cfg(feature = "recovery")]
-            recovery::serve(None, recovery::Why::NothingVerifies);
-            #[cfg(not(feature = "recovery"))]
-            board::exit(exit_code::NO_BOOTABLE_IMAGE)
-        }
-    }
+    let mut qemu = Qemu {
+        #[cfg(feature = "recovery")]
+        asked: recovery::requested(),
+        #[cfg(feature = "bench")]
+        stack_top,
+    };
+    twinbank_shim_core::boot(&mut qemu, &mut flash, &config, &mut sha)
 }
 
-/// The vector table of the decided image, after checking it can be jumped into: aligned for
-/// VTOR, inside the bank, initial SP inside RAM, reset vector a Thumb address inside the image.
-fn checked_vector_table(config: &Config<'_>, d: &BootDecision) -> u32 {
-    let start = config.layout.bank_address(d.bank);
-    let end = start + config.layout.bank_size();
-    let vt = d.vector_table;
-    let ok_vt = vt.is_multiple_of(consts::VECTOR_ALIGNMENT) && vt >= start && vt + 8 <= end;
-    // The initial SP and reset vector, read only when the table lies inside the bank.
-    let words = ok_vt.then(|| {
-        // SAFETY: `vt` is inside the bank, which is mapped memory.
-        unsafe {
-            (
-                core::ptr::read_volatile(vt as *const u32),
-                core::ptr::read_volatile((vt + 4) as *const u32),
-            )
-        }
-    });
-    if let Some((sp, rv)) = words {
-        let sp_ok = sp > consts::RAM_START && sp <= consts::RAM_END && sp % 4 == 0;
-        let rv_ok = rv & 1 == 1 && (rv & !1) >= vt && (rv & !1) < end;
-        if sp_ok && rv_ok {
-            return vt;
+/// The MPS2-AN385 under QEMU, as the shared boot path sees it.
+struct Qemu {
+    /// The recovery request taken at reset (the application's, or the operator's in the window).
+    #[cfg(feature = "recovery")]
+    asked: Option<recovery::Why>,
+    /// `main`'s stack pointer, for the peak-stack measurement.
+    #[cfg(feature = "bench")]
+    stack_top: u32,
+}
+
+impl Board for Qemu {
+    const RAM_START: u32 = consts::RAM_START;
+    const RAM_END: u32 = consts::RAM_END;
+    const VECTOR_ALIGNMENT: u32 = consts::VECTOR_ALIGNMENT;
+    type Console = board::Uart;
+
+    fn console(&mut self) -> board::Uart {
+        uart()
+    }
+
+    fn decided(&mut self, _d: &BootDecision) {
+        #[cfg(feature = "recovery")]
+        if let Some(why) = self.asked {
+            // The decision made (an attempt spent, as a boot would) tells which bank holds the
+            // image that verifies: recovery keeps it.
+            recovery::serve(Some(_d.bank), why)
         }
     }
-    let mut out = uart();
-    let _ = out.write_str("twinbank: bad vector table at ");
-    let _ = report::hex(&mut out, vt);
-    if let Some((sp, rv)) = words {
-        let _ = out.write_str(" (sp ");
-        let _ = report::hex(&mut out, sp);
-        let _ = out.write_str(", reset ");
-        let _ = report::hex(&mut out, rv);
-        let _ = out.write_str(")");
+
+    fn before_jump(&mut self) {
+        #[cfg(feature = "bench")]
+        bench::report(self.stack_top);
+        board::watchdog::start(board::watchdog::PERIOD_TICKS);
     }
-    let _ = out.write_str("\n");
-    board::exit(exit_code::BAD_VECTOR_TABLE)
+
+    fn unbootable(&mut self, _e: &BootError) -> ! {
+        #[cfg(feature = "recovery")]
+        recovery::serve(None, recovery::Why::NothingVerifies);
+        #[cfg(not(feature = "recovery"))]
+        board::exit(exit_code::NO_BOOTABLE_IMAGE)
+    }
+
+    // Inlined: as the one call in `checked_vector_table` it costs no call sequence (10 bytes).
+    #[inline(always)]
+    fn bad_vector_table(&mut self) -> ! {
+        board::exit(exit_code::BAD_VECTOR_TABLE)
+    }
 }
 
 #[exception]

@@ -14,6 +14,7 @@
 
 pub mod flash;
 pub mod harness;
+pub mod ports;
 pub mod scenario;
 pub mod walk;
 pub mod wear;
@@ -159,13 +160,14 @@ pub fn geometries(opts: &Options) -> Vec<(usize, usize)> {
         return opts.geometries.clone();
     }
     if opts.quick {
-        return vec![
-            (1, 1024),
-            (8, 4096),
-            (32, 1024),
-            (4, 128 * 1024),
-            F4_GEOMETRY,
-        ];
+        let mut g = vec![(1, 1024), (8, 4096), (32, 1024), (4, 128 * 1024), F4_GEOMETRY];
+        // The ports' geometries (ports.rs).
+        for p in ports::PORT_GEOMETRIES {
+            if !g.contains(&(p.write_size, p.erase_size)) {
+                g.push((p.write_size, p.erase_size));
+            }
+        }
+        return g;
     }
     let mut g = Vec::new();
     for &e in &ERASE_SIZES {
@@ -262,6 +264,8 @@ macro_rules! with_geometry {
             (32, 131072) => Some($f::<32, 131072>($($arg),*)),
             // The STM32F4 sector map (`F4_GEOMETRY`).
             (4, 16384) => Some($f::<4, 16384>($($arg),*)),
+            // The STM32L476 port's geometry (ports.rs).
+            (8, 2048) => Some($f::<8, 2048>($($arg),*)),
             _ => None,
         }
     };

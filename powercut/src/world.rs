@@ -117,6 +117,8 @@ impl<const W: usize, const E: usize> World<W, E> {
         let (sizes, pad, state_sectors): Sizes = match E {
             1024 => ([1900, 2400, 2100], Some((2900, (1700, 2400))), 3),
             4096 => ([5000, 6500, 5800], Some((9000, (7600, 8400))), 2),
+            // The STM32L476 port's 2 KiB pages (its state region: 4 pages).
+            2048 => ([1900, 2400, 2100], Some((2900, (1700, 2400))), 4),
             _ => ([1200, 1600, 1400], None, 2),
         };
         let key = SigningKey::from_bytes(&[7u8; 32]);

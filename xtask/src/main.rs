@@ -4,6 +4,7 @@
 mod delta_bench;
 mod demo;
 mod fuzz;
+mod ports;
 mod size;
 mod test;
 mod walk;
@@ -112,6 +113,13 @@ enum Cmd {
     /// cost under QEMU -icount, the applier's RAM, and an upload over the UART with and without
     /// a patch.
     DeltaBench,
+    /// Builds every port to a real MCU (`ports/`: nRF52840, RP2040, STM32L4) for its target and
+    /// prints the shims' and applications' sizes: `[--clippy]` also lints them.
+    Ports {
+        /// The command's own arguments.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// The bootloader shim's flash and static RAM, and the flash bytes per crate (from the ELF's
     /// symbols). Fails when the flash exceeds `[bootloader] flash_budget` of twinbank.toml.
     Size {
@@ -158,6 +166,7 @@ fn main() {
         Cmd::DeltaBench => delta_bench::run(),
         Cmd::Fuzz { args } => fuzz::fuzz(&args),
         Cmd::Walk { args } => walk::walk(&args),
+        Cmd::Ports { args } => ports::ports(&args),
     };
     if let Err(e) = result {
         eprintln!("xtask: error: {e}");

@@ -5,7 +5,8 @@
 //! 2. the device crate builds for thumbv7m-none-eabi without std and without alloc, also with
 //!    its `defmt` and `async` features;
 //! 3. the firmware (shim + demo app variants) is built for the QEMU tests, and the shim's flash
-//!    is checked against the board's budget (`cargo xtask size`);
+//!    is checked against the board's budget (`cargo xtask size`); the ports to real MCUs are
+//!    built for their targets (`cargo xtask ports`);
 //! 4. `cargo test --workspace` (device, host tool, power-cut harness, QEMU end-to-end tests);
 //!    then the QEMU core suite (boot, update, rollback, security, serial, power cuts) and the
 //!    demo story again on each other QEMU board ([`xtask::qemu::BOARDS`]: the MPS2-AN500,
@@ -121,6 +122,9 @@ pub fn run_all() -> Result<(), String> {
     }
     // Fails when the shim's flash exceeds `[bootloader] flash_budget` of twinbank.toml.
     crate::size::size_cmd(None, None)?;
+    // The ports to real MCUs, each for its target (installs a missing target; fails when a
+    // port's shim exceeds its board description's budget).
+    crate::ports::ports(&[])?;
 
     eprintln!("xtask: [3/5] cargo test --workspace");
     run(cargo()

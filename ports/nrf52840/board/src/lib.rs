@@ -1,0 +1,58 @@
+//! # twinbank-port-nrf52840: the nRF52840 board crate
+//!
+//! What the shim and the application take from the board (docs/porting.md, section 2):
+//! - [`consts`], [`LAYOUT`], [`config`]: generated from `ports/nrf52840/board.toml`;
+//! - [`flash::Nvmc`]: the NVMC, register level (4-byte writes, 4 KiB pages), a
+//!   `NorFlash` for the shim (the application may use embassy-nrf's `Nvmc`: same geometry);
+//! - [`uart`]: the console, TX only on the legacy UART0 (P0.06, the DK's VCOM);
+//! - [`watchdog`]: the WDT (armed by the shim, fed by the application);
+//! - [`Sha256`]: the software engine (the CC310 is not used);
+//! - [`halt`] and a panic handler that prints where it happened.
+//!
+//! Built and simulated (the power-cut harness runs this geometry), not run on hardware here.
+#![no_std]
+#![deny(missing_docs)]
+
+pub mod flash;
+pub mod uart;
+pub mod watchdog;
+
+include!(concat!(env!("OUT_DIR"), "/board_gen.rs"));
+
+use core::fmt::Write as _;
+
+/// The SHA-256 engine of this board: the crate's compact software engine.
+pub type Sha256 = twinbank::image::CompactSha256;
+
+/// The board's SHA-256 engine, for `twinbank::decide_with` and `Updater::with_engine`.
+pub fn sha256() -> Sha256 {
+    Sha256::default()
+}
+
+/// Stops: interrupts off, the core asleep (a debugger can still attach).
+pub fn halt() -> ! {
+    cortex_m::interrupt::disable();
+    loop {
+        cortex_m::asm::wfi();
+    }
+}
+
+/// Resets the chip (SYSRESETREQ).
+pub fn reset() -> ! {
+    cortex_m::peripheral::SCB::sys_reset()
+}
+
+/// Panics print where they happened on the console (without `core::fmt`), then halt.
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo) -> ! {
+    let mut u = uart::Uart;
+    let _ = u.write_str("panic");
+    if let Some(l) = info.location() {
+        let _ = u.write_str(" at ");
+        let _ = u.write_str(l.file());
+        let _ = u.write_str(":");
+        let _ = twinbank::report::dec(&mut u, l.line());
+    }
+    let _ = u.write_str("\n");
+    halt()
+}

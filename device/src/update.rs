@@ -1075,10 +1075,7 @@ impl<'a, F: NorFlash, H: Sha256Engine> Updater<'a, F, H> {
                 .await
                 .map_err(UpdateError::Flash)?
             {
-                self.flash
-                    .erase(at, end)
-                    .await
-                    .map_err(Self::flash_err)?;
+                self.flash.erase(at, end).await.map_err(Self::flash_err)?;
             }
             index += 1;
         }

@@ -160,7 +160,13 @@ pub fn geometries(opts: &Options) -> Vec<(usize, usize)> {
         return opts.geometries.clone();
     }
     if opts.quick {
-        let mut g = vec![(1, 1024), (8, 4096), (32, 1024), (4, 128 * 1024), F4_GEOMETRY];
+        let mut g = vec![
+            (1, 1024),
+            (8, 4096),
+            (32, 1024),
+            (4, 128 * 1024),
+            F4_GEOMETRY,
+        ];
         // The ports' geometries (ports.rs).
         for p in ports::PORT_GEOMETRIES {
             if !g.contains(&(p.write_size, p.erase_size)) {

@@ -52,7 +52,7 @@ mod tests {
                 (p.write_size, p.erase_size),
                 (
                     board.flash.write_size as usize,
-                    board.flash.erase_size as usize
+                    board.flash.erase_size.map(|e| e as usize).unwrap_or(0)
                 ),
                 "{}",
                 path.display()

@@ -425,7 +425,7 @@ fn run_demo(verbose: bool, qemu: &'static Board) -> Result<bool, String> {
         qemu.description,
         demo.board.flash.base,
         demo.board.flash.write_size,
-        demo.board.flash.erase_size
+        (demo.board.flash.erase_size).map_or_else(|| "mapped".to_string(), |e| e.to_string())
     );
     demo.prepare(true)?;
     let tool = host_tool()?;

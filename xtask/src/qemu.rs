@@ -762,7 +762,7 @@ mod tests {
         }
         // The second board has another geometry than the default (the point of running it).
         let (a, b) = (BOARDS[0].load().unwrap(), BOARDS[1].load().unwrap());
-        assert_eq!((b.flash.write_size, b.flash.erase_size), (16, 8192));
+        assert_eq!((b.flash.write_size, b.flash.erase_size), (16, Some(8192)));
         assert_ne!(
             (a.flash.write_size, a.flash.erase_size),
             (b.flash.write_size, b.flash.erase_size)

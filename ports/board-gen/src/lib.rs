@@ -130,7 +130,7 @@ pub fn board(board_toml: &str, chip: Chip) {
     );
     c(
         "Erase sector size.",
-        format!("pub const ERASE_SIZE: usize = {};", f.erase_size),
+        format!("pub const ERASE_SIZE: usize = {};", layout.erase_size()),
     );
     c(
         "State region.",

@@ -11,7 +11,7 @@ use super::{ensure, fail, seed, Script, Seed};
 use crate::boot::{decide, BootReason};
 use crate::delta::encode::{make_patch, EncodeOptions, Normalisation};
 use crate::delta::{apply_to_slice, Applier, DeltaError, PatchFile, PatchHeader};
-use crate::image::{verify_image, Version, HEADER_SIZE};
+use crate::image::{verify_image, ImageHeader, Version, HEADER_SIZE};
 use crate::layout::Bank;
 use crate::protocol::message::Request;
 use crate::state::{BootState, ImageId};
@@ -287,7 +287,8 @@ fn applier_steps(
 /// nothing; after every call the state decodes, the running bank keeps every byte, and the
 /// boot-relevant state (preferred bank, bank A's record, minimum security counter) is unchanged
 /// unless `finish` succeeded; an interruption boots the running bank. A `finish` that succeeds
-/// leaves exactly one of the real targets in bank B, which verifies, is pending, boots on trial,
+/// leaves one of the real targets in bank B (every byte its signature covers), which verifies,
+/// is pending, boots on trial,
 /// and is what [`apply_to_slice`] makes of the same patch; conversely, when [`apply_to_slice`]
 /// rebuilds a real target from a patch that announces that target's manifest, the applier
 /// completes too. At the end a valid full upload still
@@ -339,13 +340,21 @@ pub fn delta_outcome(data: &[u8]) -> Result<ImageId, DeltaError> {
     };
 
     let bank_b = region_bytes(flash.bytes(), layout.bank(Bank::B)).to_vec();
-    let real = |image: &[u8]| fx.targets.iter().any(|t| t.as_slice() == image);
+    // A real target in everything its signature covers (header, payload, protected TLVs). The
+    // unprotected TLV area is not authenticated (MCUboot's format): a patch may rebuild it with
+    // other bytes — e.g. the key-hash TLV's type changed to one the verifier skips — and the
+    // image still verifies against the same signature, as it would uploaded whole.
+    let real = |image: &[u8]| {
+        fx.targets
+            .iter()
+            .any(|t| signed_part(t).is_some_and(|s| signed_part(image) == Some(s)))
+    };
     match outcome {
         Ok(id) => {
             let size = id.size as usize;
             ensure(
                 bank_b.get(..size).is_some_and(real),
-                "a finished patch rebuilt exactly a real target",
+                "a finished patch rebuilt a real target (every signed byte)",
             );
             ensure(
                 pure_image == bank_b.get(..size),
@@ -407,6 +416,12 @@ pub fn delta_outcome(data: &[u8]) -> Result<ImageId, DeltaError> {
         fail(v);
     }
     outcome
+}
+
+/// The bytes of `image` its hash and signature cover: header, payload, protected TLVs.
+fn signed_part(image: &[u8]) -> Option<&[u8]> {
+    let header = ImageHeader::parse(image.get(..HEADER_SIZE)?.try_into().ok()?).ok()?;
+    image.get(..usize::try_from(header.hashed_len()).ok()?)
 }
 
 /// The manifest parts of an image as a patch announces them: header, protected TLVs, TLVs.

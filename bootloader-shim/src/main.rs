@@ -62,6 +62,7 @@ fn main() -> ! {
     #[cfg(feature = "bench")]
     let stack_top = bench::start();
     board::uart::init();
+    #[cfg(feature = "test-hooks")]
     board::session::init();
     let config = board::config();
     let mut flash = board::flash::Flash::new();

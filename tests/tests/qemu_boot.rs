@@ -172,3 +172,60 @@ fn factory_flow_with_the_host_tool_boots() {
         o.output
     );
 }
+
+/// The production shim (no QEMU test hooks: the build held to the 24 KiB budget) boots, takes
+/// an update on trial, lets it confirm, rolls a crashing image back, and stops when nothing
+/// verifies: the same boot path as the tests' shim, without the test equipment.
+#[test]
+fn the_production_shim_boots_updates_and_rolls_back() {
+    let f = fw();
+    let shim = f.production_shim();
+    let dev = Device::factory("production_shim_update");
+    let o = dev.run_shim(&shim, &[&dev.update_arg("v2", &f.v2()), "halt"], TIMEOUT);
+    expect_exit_ok(&o);
+    expect_in_order(
+        &o,
+        &[
+            "twinbank: boot A 1.0.0+0 normal",
+            "app: installed 2.0.0+0 into bank B",
+            "twinbank: boot B 2.0.0+0 trial 2 left",
+            "app: health ok",
+            "app: confirmed",
+        ],
+    );
+    let o = dev.run_shim(&shim, &["halt"], TIMEOUT);
+    expect_exit_ok(&o);
+    assert_eq!(o.boot_lines(), vec!["twinbank: boot B 2.0.0+0 normal"]);
+    assert_eq!(dev.state().preferred, Bank::B);
+
+    // A crash loop: the attempts run out and the shim rolls back to v1.
+    let dev = Device::factory("production_shim_rollback");
+    let o = dev.run_shim(
+        &shim,
+        &[&dev.update_arg("v3", &f.v3("crash")), "halt"],
+        TIMEOUT,
+    );
+    expect_exit_ok(&o);
+    expect_in_order(
+        &o,
+        &[
+            "twinbank: boot B 3.0.0+0 trial 2 left",
+            "twinbank: boot A 1.0.0+0 rolled back from B: trial attempts exhausted",
+            "app: v1.0.0+0 bank A",
+        ],
+    );
+    assert!(
+        matches!(dev.state().bank(Bank::B), BankState::Rejected(i) if i.version.major == 3),
+        "{}",
+        o.output
+    );
+
+    // Nothing verifies: the shim says so and stops (exit status 2).
+    let dev = Device::new("production_shim_blank", &firmware_blank());
+    let o = dev.run_shim(&shim, &["halt"], TIMEOUT);
+    assert_eq!(o.status, Some(2), "{}", o.output);
+    assert_eq!(
+        o.boot_lines(),
+        vec!["twinbank: no bootable image (bank A: erased; bank B: erased)"]
+    );
+}

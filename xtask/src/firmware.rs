@@ -39,6 +39,9 @@ pub struct Variant {
     pub bin: &'static str,
     /// Cargo features.
     pub features: Vec<&'static str>,
+    /// The package's default features are on (off only for the production shim, whose default
+    /// feature is the QEMU test hooks).
+    pub default_features: bool,
     /// Extra environment (bank, version).
     pub env: Vec<(&'static str, String)>,
 }
@@ -55,7 +58,19 @@ impl Variant {
             package: "twinbank-shim",
             bin: "twinbank-shim",
             features: if bench { vec!["bench"] } else { vec![] },
+            default_features: true,
             env: vec![],
+        }
+    }
+
+    /// The production shim: the plain shim without the QEMU test hooks (power-cut injection,
+    /// NOR rule checks, flash-operation counters), as a real board's would be built. The one
+    /// `cargo xtask size` holds to the board's flash budget; booted by the QEMU tests too.
+    pub fn shim_production() -> Variant {
+        Variant {
+            name: "shim-production".into(),
+            default_features: false,
+            ..Variant::shim(false)
         }
     }
 
@@ -70,6 +85,7 @@ impl Variant {
             package: "twinbank-shim",
             bin: "twinbank-shim",
             features: vec![if smp { "recovery-smp" } else { "recovery" }],
+            default_features: true,
             env: vec![],
         }
     }
@@ -85,6 +101,7 @@ impl Variant {
             } else {
                 vec![behaviour]
             },
+            default_features: true,
             env: vec![
                 ("TWINBANK_BANK", bank.to_string()),
                 ("TWINBANK_APP_VERSION", version.into()),
@@ -158,6 +175,7 @@ impl Build {
         self.board.name.hash(&mut h);
         v.package.hash(&mut h);
         v.features.hash(&mut h);
+        v.default_features.hash(&mut h);
         v.env.hash(&mut h);
         format!("{:016x}", h.finish())
     }
@@ -216,6 +234,9 @@ impl Build {
             }
             if !v.features.is_empty() {
                 cmd.args(["--features", &v.features.join(",")]);
+            }
+            if !v.default_features {
+                cmd.arg("--no-default-features");
             }
             for (k, val) in &v.env {
                 cmd.env(k, val);
@@ -387,13 +408,15 @@ pub fn window_board() -> Result<PathBuf, String> {
     Ok(path)
 }
 
-/// The variants the QEMU tests use: the shim without recovery, with recovery and SMP, with
+/// The variants the QEMU tests use: the shim without recovery (with the test hooks, and the
+/// production build without them), with recovery and SMP, with
 /// recovery and a UART window; versions 1 (A), 2 (B), a healthy 3 (A: an update from B back
 /// into A) and three faulty 3s (B); for the delta tests, v2 with a one-line change and v1
 /// built against an older dependency.
 pub fn test_variants() -> Vec<Variant> {
     vec![
         Variant::shim(false),
+        Variant::shim_production(),
         Variant::shim_recovery(true),
         Variant {
             name: "shim-recovery-window".into(),
@@ -428,6 +451,7 @@ pub fn test_variants_for(board: &Board) -> Vec<Variant> {
     all.into_iter()
         .filter(|v| {
             v.name == "shim"
+                || v.name == "shim-production"
                 || (v.package == "twinbank-demo-app"
                     && !v.name.contains("one-line")
                     && !v.name.contains("heapless"))
@@ -471,6 +495,7 @@ mod tests {
             names,
             [
                 "shim",
+                "shim-production",
                 "app-v1-A",
                 "app-v2-B",
                 "app-v3-A",

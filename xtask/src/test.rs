@@ -31,7 +31,7 @@ pub const CORE_QEMU_TESTS: [&str; 5] = [
     "qemu_powercut",
 ];
 
-/// The shim of `board`'s test firmware against the `[bootloader] flash_budget` of its
+/// The production shim of `board`'s test firmware against the `[bootloader] flash_budget` of its
 /// description (the default board's is checked by `cargo xtask size`).
 fn check_shim_budget(board: &'static Board) -> Result<(), String> {
     let budget = board
@@ -39,8 +39,13 @@ fn check_shim_budget(board: &'static Board) -> Result<(), String> {
         .bootloader
         .map(|b| u64::from(b.flash_budget))
         .ok_or_else(|| format!("{}: no [bootloader] flash_budget", board.description))?;
-    let sizes = crate::size::measure(&xtask::firmware::test_build_for(board).elf("shim"))?;
-    crate::size::print(&format!("shim on {}", board.name), &sizes, Some(budget));
+    let sizes =
+        crate::size::measure(&xtask::firmware::test_build_for(board).elf("shim-production"))?;
+    crate::size::print(
+        &format!("shim-production on {}", board.name),
+        &sizes,
+        Some(budget),
+    );
     if sizes.flash > budget {
         return Err(format!(
             "the shim's flash on {} ({} B) exceeds its board's budget ({budget} B)",

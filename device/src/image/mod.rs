@@ -11,6 +11,7 @@
 use crate::flash::FlashFault;
 use core::fmt;
 
+pub mod ed25519;
 mod header;
 mod manifest;
 pub mod sha256;

@@ -7,22 +7,22 @@
 //!    security counter ≥ the device minimum — cheap, and the same checks the updater runs before
 //!    it erases anything ([`check_manifest`]);
 //! 4. SHA-256 over header ‖ payload ‖ protected TLVs equals TLV 0x10;
-//! 5. an Ed25519 signature (TLV 0x24, `verify_strict`) of that digest by a trusted key; the key is
+//! 5. an Ed25519 signature (TLV 0x24, strict RFC 8032 rules: [`super::ed25519`]) of that digest by a trusted key; the key is
 //!    the one named by the preceding KEYHASH (0x01) or PUBKEY (0x02) TLV, or any trusted key when
 //!    none is named.
 //!
 //! Step 3 reads values the signature has not vouched for yet; that is fine because it can only
 //! refuse. Acceptance needs every step. No trusted key configured: refused (fail closed).
 //!
-//! Stack: a 256-byte read buffer plus `ed25519-dalek`'s `verify_strict`, which dominates the
+//! Stack: a 256-byte read buffer plus the signature check ([`super::ed25519`]), which dominates the
 //! shim's measured 10 408 B peak (BENCHMARKS.md, docs/design.md).
 
+use super::ed25519;
 use super::header::{ImageHeader, FLAGS_ENCRYPTED, FLAG_NON_BOOTABLE, HEADER_SIZE};
 use super::sha256::{Sha256Engine, SoftSha256};
 use super::tlv::*;
 use super::{DeviceIds, ImageError, TrustedKey, Uuid};
 use crate::flash::read_exact;
-use ed25519_dalek::{Signature, VerifyingKey};
 use embedded_storage::nor_flash::ReadNorFlash;
 #[cfg(feature = "async")]
 use {
@@ -540,7 +540,7 @@ impl<'k> KeySelector<'k> {
             TLV_ED25519 => {
                 let mut v = [0u8; 64];
                 TlvEntry::read_value(e, flash, &mut v).await?;
-                let check = self.check(&Signature::from_bytes(&v), digest);
+                let check = self.check(&v, digest);
                 self.named = KeyName::NotNamed;
                 return Ok(Some(check));
             }
@@ -555,7 +555,7 @@ impl<'k> KeySelector<'k> {
         index.map_or(KeyName::Untrusted, KeyName::Trusted)
     }
 
-    fn check(&self, sig: &Signature, digest: &[u8; 32]) -> SignatureCheck {
+    fn check(&self, sig: &[u8; ed25519::SIGNATURE_LEN], digest: &[u8; 32]) -> SignatureCheck {
         // The keys to try: the named one, or every trusted key when none is named. One place
         // calls the verifier (it is inlined where it is called: each call site costs the
         // bootloader flash).
@@ -564,9 +564,9 @@ impl<'k> KeySelector<'k> {
             KeyName::Trusted(i) => (i, self.keys.get(i..=i).unwrap_or(&[])),
             KeyName::NotNamed => (0, self.keys),
         };
-        let verified = candidates.iter().position(|k| {
-            VerifyingKey::from_bytes(&k.0).is_ok_and(|vk| vk.verify_strict(digest, sig).is_ok())
-        });
+        let verified = candidates
+            .iter()
+            .position(|k| ed25519::verify_strict(&k.0, digest, sig));
         let (outcome, verified_by) = match (verified, self.named) {
             (Some(i), _) => (SignatureOutcome::Valid, Some(first + i)),
             (None, KeyName::Untrusted) => (SignatureOutcome::UntrustedKey, None),

@@ -1,12 +1,17 @@
 //! The NOR flash driver over the file-backed PSRAM at `FLASH_BASE` (QEMU `memory-backend-file`,
 //! `share=on`: every store is in the flash file at once).
 //!
-//! QEMU accepts any store there, so this driver enforces the NOR rules itself, strictly:
+//! QEMU accepts any store there, so this driver enforces the NOR rules itself, strictly (the
+//! second, with the feature `test-hooks`):
 //! - erase works on whole sectors (`ERASE_SIZE`) and sets them to 0xFF;
 //! - writes are aligned to `WRITE_SIZE`, and each write unit is programmed at most once between
 //!   erases: a write to a unit that is not erased is a bug in the caller and ends the run with
 //!   [`crate::exit_code::NOR_VIOLATION`] (a program can only clear bits, and parts with ECC forbid
 //!   a second program of a word; this rule covers both).
+//!
+//! Both rules' checks and the power-cut injection below are test hooks (feature `test-hooks`):
+//! without it the driver does what a real board's does, bounds and alignment checks and then the
+//! operation (the production shim's build, `cargo xtask size`).
 //!
 //! Power-cut injection (tests): with `cut=N` on the command line ([`crate::session`]), the N-th
 //! flash operation of the QEMU run is interrupted. A pseudo-random choice seeded by N decides how
@@ -16,8 +21,6 @@
 //! [`crate::exit_code::POWER_CUT`] and the harness restarts it on the same flash file.
 
 use crate::consts::{ERASE_SIZE, FLASH_BASE, FLASH_SIZE, WRITE_SIZE};
-use crate::{exit, exit_code, session, uart};
-use core::fmt::Write as _;
 use core::ptr::{read_volatile, write_volatile};
 use embedded_storage::nor_flash::{
     ErrorType, NorFlash, NorFlashError, NorFlashErrorKind, ReadNorFlash,
@@ -84,42 +87,6 @@ fn wr(offset: u32, v: u8) {
     unsafe { write_volatile(ptr(offset), v) }
 }
 
-/// xorshift32: the power-cut choices, reproducible from the cut number.
-struct Rng(u32);
-impl Rng {
-    fn new(seed: u32) -> Rng {
-        Rng(seed.wrapping_mul(0x9E37_79B9) | 1)
-    }
-    fn next(&mut self) -> u32 {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 17;
-        x ^= x << 5;
-        self.0 = x;
-        x
-    }
-    fn below(&mut self, n: u32) -> u32 {
-        if n == 0 {
-            0
-        } else {
-            self.next() % n
-        }
-    }
-}
-
-fn power_cut(what: &str, offset: u32) -> ! {
-    // No `core::fmt` (the shim links the driver).
-    let mut u = uart();
-    let _ = u.write_str("board: power cut during ");
-    let _ = u.write_str(what);
-    let _ = u.write_str(" at ");
-    let _ = twinbank::report::hex(&mut u, offset);
-    let _ = u.write_str(" (flash op ");
-    let _ = twinbank::report::dec(&mut u, session::cut_at());
-    let _ = u.write_str(")\n");
-    exit(exit_code::POWER_CUT)
-}
-
 impl ErrorType for Flash {
     type Error = FlashError;
 }
@@ -168,19 +135,8 @@ impl NorFlash for Flash {
         check(from, (to - from) as usize)?;
         let mut sector = from;
         while sector < to {
-            if session::count_op(true, 0) {
-                let mut rng = Rng::new(session::cut_at());
-                let done = rng.below(ERASE_SIZE as u32 + 1);
-                let garbage = rng.below(2) == 1;
-                for i in 0..ERASE_SIZE as u32 {
-                    if i < done {
-                        wr(sector + i, 0xFF);
-                    } else if garbage {
-                        wr(sector + i, rd(sector + i) | rng.next() as u8);
-                    }
-                }
-                power_cut("erase", sector);
-            }
+            #[cfg(feature = "test-hooks")]
+            hooks::before_erase(sector);
             for i in 0..ERASE_SIZE as u32 {
                 wr(sector + i, 0xFF);
             }
@@ -194,7 +150,80 @@ impl NorFlash for Flash {
             return Err(FlashError::NotAligned);
         }
         check(offset, bytes.len())?;
-        // Each unit at most once between erases: it must still be erased.
+        #[cfg(feature = "test-hooks")]
+        hooks::before_write(offset, bytes);
+        for (i, &b) in bytes.iter().enumerate() {
+            wr(offset + i as u32, b);
+        }
+        Ok(())
+    }
+}
+
+/// The test hooks (feature `test-hooks`): the NOR rule check and power-cut injection, called
+/// before each sector erase and each write. Without the feature the driver is what a real
+/// board's would be: bounds and alignment checks, then the operation.
+#[cfg(feature = "test-hooks")]
+mod hooks {
+    use super::{rd, wr, ERASE_SIZE, WRITE_SIZE};
+    use crate::{exit, exit_code, session, uart};
+    use core::fmt::Write as _;
+
+    /// xorshift32: the power-cut choices, reproducible from the cut number.
+    struct Rng(u32);
+    impl Rng {
+        fn new(seed: u32) -> Rng {
+            Rng(seed.wrapping_mul(0x9E37_79B9) | 1)
+        }
+        fn next(&mut self) -> u32 {
+            let mut x = self.0;
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            self.0 = x;
+            x
+        }
+        fn below(&mut self, n: u32) -> u32 {
+            if n == 0 {
+                0
+            } else {
+                self.next() % n
+            }
+        }
+    }
+
+    fn power_cut(what: &str, offset: u32) -> ! {
+        // No `core::fmt` (the shim links the driver).
+        let mut u = uart();
+        let _ = u.write_str("board: power cut during ");
+        let _ = u.write_str(what);
+        let _ = u.write_str(" at ");
+        let _ = twinbank::report::hex(&mut u, offset);
+        let _ = u.write_str(" (flash op ");
+        let _ = twinbank::report::dec(&mut u, session::cut_at());
+        let _ = u.write_str(")\n");
+        exit(exit_code::POWER_CUT)
+    }
+
+    /// Counts the erase of `sector`; when it is the cut point, does part of it and cuts power.
+    pub(super) fn before_erase(sector: u32) {
+        if session::count_op(true, 0) {
+            let mut rng = Rng::new(session::cut_at());
+            let done = rng.below(ERASE_SIZE as u32 + 1);
+            let garbage = rng.below(2) == 1;
+            for i in 0..ERASE_SIZE as u32 {
+                if i < done {
+                    wr(sector + i, 0xFF);
+                } else if garbage {
+                    wr(sector + i, rd(sector + i) | rng.next() as u8);
+                }
+            }
+            power_cut("erase", sector);
+        }
+    }
+
+    /// Checks the NOR rule (each unit programmed at most once between erases) and counts the
+    /// write; when it is the cut point, programs part of it and cuts power.
+    pub(super) fn before_write(offset: u32, bytes: &[u8]) {
         for i in 0..bytes.len() as u32 {
             if rd(offset + i) != 0xFF {
                 let unit = (offset + i) - (offset + i) % WRITE_SIZE as u32;
@@ -221,9 +250,5 @@ impl NorFlash for Flash {
             }
             power_cut("write", offset);
         }
-        for (i, &b) in bytes.iter().enumerate() {
-            wr(offset + i as u32, b);
-        }
-        Ok(())
     }
 }

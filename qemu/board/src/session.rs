@@ -190,6 +190,7 @@ pub fn stats() -> FlashStats {
 }
 
 /// Counts one flash operation; true when power fails during this one.
+#[cfg(feature = "test-hooks")]
 pub(crate) fn count_op(erase: bool, bytes: u32) -> bool {
     if get!(magic) != MAGIC {
         return false;

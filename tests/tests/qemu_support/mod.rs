@@ -157,6 +157,12 @@ impl Fw {
         self.build.elf("shim")
     }
 
+    /// The production shim: no QEMU test hooks (no power-cut injection, NOR rule checks or
+    /// flash-operation counters), the build `cargo xtask size` holds to the budget.
+    pub fn production_shim(&self) -> PathBuf {
+        self.build.elf("shim-production")
+    }
+
     /// The shim with serial recovery and SMP (feature `recovery-smp`).
     pub fn recovery_shim(&self) -> PathBuf {
         self.build.elf("shim-recovery-smp")
@@ -213,7 +219,12 @@ impl Device {
     }
 
     pub fn run_with(&self, args: &[&str], timeout: Duration) -> Outcome {
-        let mut r = fw().run(&fw().shim(), &self.flash, timeout);
+        self.run_shim(&fw().shim(), args, timeout)
+    }
+
+    /// As [`Device::run_with`] with the shim ELF `shim`.
+    pub fn run_shim(&self, shim: &Path, args: &[&str], timeout: Duration) -> Outcome {
+        let mut r = fw().run(shim, &self.flash, timeout);
         r.args = args.iter().map(|s| s.to_string()).collect();
         let o = r.run().unwrap();
         self.log(args, &o);

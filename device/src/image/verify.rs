@@ -15,7 +15,7 @@
 //! refuse. Acceptance needs every step. No trusted key configured: refused (fail closed).
 //!
 //! Stack: a 256-byte read buffer plus the signature check ([`super::ed25519`]), which dominates the
-//! shim's measured 10 408 B peak (BENCHMARKS.md, docs/design.md).
+//! shim's measured 9 328 B peak (BENCHMARKS.md, docs/design.md).
 
 use super::ed25519;
 use super::header::{ImageHeader, FLAGS_ENCRYPTED, FLAG_NON_BOOTABLE, HEADER_SIZE};

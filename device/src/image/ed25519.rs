@@ -10,7 +10,8 @@
 //!
 //! Why not `VerifyingKey::verify_strict` itself: it tests `s` for canonical form by reducing it
 //! modulo ℓ, and that reduction is a second, inlined copy of the Montgomery multiplication the
-//! challenge reduction already links (≈ 1.9 KB of the bootloader's flash, issue 12). Here `s`
+//! challenge reduction already links (2.4 KB of the bootloader's flash with what it pulls in,
+//! and 1 KB of its stack: BENCHMARKS.md, issue 12). Here `s`
 //! is compared with ℓ directly (a byte comparison), and once known to be below ℓ it is loaded
 //! through the same wide reduction as `k`, which returns it unchanged. Every rule of
 //! `verify_strict` stays: non-canonical `s` (which includes any of the top three bits set),
@@ -92,7 +93,7 @@ pub fn verify_strict(
 #[cfg(all(test, feature = "std"))]
 mod tests {
     use super::*;
-    use curve25519_dalek::constants::EIGHT_TORSION;
+    use curve25519_dalek::constants::{ED25519_BASEPOINT_POINT as B, EIGHT_TORSION};
     use curve25519_dalek::traits::Identity;
     use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 
@@ -232,6 +233,124 @@ mod tests {
             let k: [u8; 32] = rng.array();
             let s: [u8; 64] = rng.array();
             assert!(!agree(&k, &msg, &s));
+        }
+    }
+
+    /// A scalar from the byte stream (uniform enough for tests).
+    fn scalar(rng: &mut Bytes) -> Scalar {
+        let wide: [u8; 64] = rng.array();
+        Scalar::from_bytes_mod_order_wide(&wide)
+    }
+
+    /// k = SHA-512(R ‖ A ‖ M) mod ℓ, as the verifier computes it.
+    fn challenge(r: &[u8; 32], a: &[u8; 32], msg: &[u8]) -> Scalar {
+        let mut h = Sha512::new();
+        h.update(r);
+        h.update(a);
+        h.update(msg);
+        Scalar::from_bytes_mod_order_wide(&h.finalize().into())
+    }
+
+    fn signature(r: &[u8; 32], s: &Scalar) -> [u8; 64] {
+        let mut sig = [0u8; 64];
+        sig[..32].copy_from_slice(r);
+        sig[32..].copy_from_slice(s.as_bytes());
+        sig
+    }
+
+    /// Forgeries that satisfy the verification equation (or its cofactored form) and that only
+    /// one strict rule refuses: each rule is tested on its own.
+    #[test]
+    fn each_strict_rule_refuses_a_forgery_on_its_own() {
+        let mut rng = Bytes(0x7A7);
+        let msg = b"image digest, 32 bytes long.....";
+        let identity = CompressedEdwardsY::identity().to_bytes();
+        // A weak key, A = identity, and R = [s]B (full order): [s]B - [k]A = R for every
+        // message. Only the small-order check of A refuses it.
+        let s = scalar(&mut rng);
+        let forged = signature(&(B * s).compress().to_bytes(), &s);
+        assert!(!agree(&identity, msg, &forged), "weak key");
+        // An honest key A = [a]B, R = identity and s = k·a: [s]B - [k]A = identity = R. Only
+        // the small-order check of R refuses it.
+        let a = scalar(&mut rng);
+        let key = (B * a).compress().to_bytes();
+        let k = challenge(&identity, &key, msg);
+        assert!(
+            !agree(&key, msg, &signature(&identity, &(k * a))),
+            "small-order R"
+        );
+        // R = [r]B + T with T of order 2 and s = r + k·a: the cofactored equation
+        // [8]([s]B - [k]A - R) = 0 holds, the strict (cofactorless) comparison does not.
+        let r = scalar(&mut rng);
+        let r_bytes = (B * r + EIGHT_TORSION[4]).compress().to_bytes();
+        let k = challenge(&r_bytes, &key, msg);
+        assert!(
+            !agree(&key, msg, &signature(&r_bytes, &(r + k * a))),
+            "torsion in R"
+        );
+        // The same construction without the torsion is a valid signature.
+        let r_bytes = (B * r).compress().to_bytes();
+        let k = challenge(&r_bytes, &key, msg);
+        assert!(agree(&key, msg, &signature(&r_bytes, &(r + k * a))));
+    }
+
+    /// Keys and commitments of mixed order (a full-order point plus a torsion point) that
+    /// `verify_strict` accepts are accepted here too: the strict rules refuse small order, not
+    /// mixed order.
+    #[test]
+    fn mixed_order_signatures_the_reference_accepts_are_accepted() {
+        let mut rng = Bytes(0x3141_5926);
+        let msg = [0x5au8; 32];
+        let mut accepted = 0;
+        for tries in 0..400 {
+            let a = scalar(&mut rng);
+            let key = (B * a + EIGHT_TORSION[1 + tries % 7]).compress().to_bytes();
+            let r = scalar(&mut rng);
+            let r_bytes = (B * r + EIGHT_TORSION[rng.next() as usize % 8])
+                .compress()
+                .to_bytes();
+            let k = challenge(&r_bytes, &key, &msg);
+            if agree(&key, &msg, &signature(&r_bytes, &(r + k * a))) {
+                accepted += 1;
+            }
+        }
+        // About one in eight of these satisfies the cofactorless equation.
+        assert!(accepted >= 10, "only {accepted} accepted");
+    }
+
+    /// `is_canonical_scalar` against `Scalar::from_canonical_bytes` (what `verify_strict` uses)
+    /// around ℓ, 2^252, 2^253, 2^255 and on random values.
+    #[test]
+    fn the_canonical_scalar_test_is_from_canonical_bytes() {
+        fn add_small(base: &[u8; 32], d: i32) -> [u8; 32] {
+            // base + d (mod 2^256), little-endian.
+            let mut out = *base;
+            let mut carry = d as i64;
+            for b in out.iter_mut() {
+                let v = *b as i64 + carry;
+                *b = v.rem_euclid(256) as u8;
+                carry = v.div_euclid(256);
+            }
+            out
+        }
+        let pow2 = |e: usize| {
+            let mut x = [0u8; 32];
+            x[e / 8] = 1 << (e % 8);
+            x
+        };
+        let mut rng = Bytes(0xCA_0001);
+        let mut values = std::vec::Vec::new();
+        for base in [ELL, pow2(252), pow2(253), pow2(255), [0u8; 32]] {
+            for d in -300..=300 {
+                values.push(add_small(&base, d));
+            }
+        }
+        for _ in 0..20_000 {
+            values.push(rng.array());
+        }
+        for v in values {
+            let reference = bool::from(Scalar::from_canonical_bytes(v).is_some());
+            assert_eq!(is_canonical_scalar(&v), reference, "{v:02x?}");
         }
     }
 }

@@ -16,6 +16,7 @@
 //! | `board` | board description text | accepted layouts keep every layout rule |
 //! | `delta` | control bytes + patch file | refused, or exactly a real target that verifies |
 //! | `smp` | console script (SMP, native, raw bytes) | well-formed answers; [`super::invariants`] |
+//! | `ed25519` | mode + key/seed + signature/mask + message | the device's check decides as `verify_strict` |
 
 //!
 //! Adding a harness for a new parser: a module here with `pub fn <name>(data: &[u8])` and its
@@ -26,6 +27,7 @@ extern crate std;
 
 mod board;
 mod delta;
+mod ed25519;
 mod frames;
 mod image;
 mod protocol;
@@ -35,6 +37,7 @@ mod state;
 
 pub use board::board;
 pub use delta::{delta, delta_outcome, DELTA_BANK};
+pub use ed25519::ed25519;
 pub use frames::frames;
 pub use image::{image, IMAGE_BANK_ADDRESS, IMAGE_CAPACITY, IMGTOOL_KEY};
 pub use protocol::{protocol, protocol_summary, ProtocolSummary, PROTOCOL_BANK};
@@ -114,6 +117,11 @@ pub const TARGETS: &[Target] = &[
         name: "delta",
         run: delta,
         seeds: delta::seeds,
+    },
+    Target {
+        name: "ed25519",
+        run: ed25519,
+        seeds: ed25519::seeds,
     },
     #[cfg(feature = "smp")]
     Target {

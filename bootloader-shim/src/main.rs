@@ -23,7 +23,6 @@
 #![no_std]
 #![no_main]
 
-mod mem;
 #[cfg(feature = "recovery")]
 mod recovery;
 

@@ -12,8 +12,24 @@
 //! around this call: the board's flash driver, SHA-256 engine, console and watchdog, given
 //! through [`Board`]. Works on every Cortex-M with a VTOR (ARMv6-M with the optional VTOR, as
 //! the RP2040's Cortex-M0+, ARMv7-M, ARMv8-M).
+//!
+//! Feature `compact-mem`: this crate provides the shim's `memcpy`, `memset` and `memcmp` (114 B
+//! of Thumb-2 assembly in place of `compiler_builtins`' ≈ 1.7 KB; `src/mem.rs`). Thumb-2 only:
+//! ARMv7-M, ARMv7E-M, ARMv8-M Mainline; not the RP2040's Cortex-M0+ (ARMv6-M, Thumb-1).
 #![no_std]
 #![deny(missing_docs)]
+
+// ARMv6-M (Thumb-1) has no 32-bit atomics: the only trace of it `cfg` gives on stable Rust.
+#[cfg(all(feature = "compact-mem", target_arch = "arm", target_has_atomic = "32"))]
+mod mem;
+#[cfg(all(
+    feature = "compact-mem",
+    not(all(target_arch = "arm", target_has_atomic = "32"))
+))]
+compile_error!(
+    "feature `compact-mem` is Thumb-2 assembly (ARMv7-M, ARMv7E-M, ARMv8-M Mainline): \
+     not for ARMv6-M (Cortex-M0/M0+) nor a host"
+);
 
 use core::fmt::Write;
 use embedded_storage::nor_flash::NorFlash;

@@ -1,12 +1,18 @@
-//! Compact memory routines for the shim: `memcpy`, `memset`/`__aeabi_memclr` and `memcmp` (with
-//! the ARM EABI aliases the compiler calls), 114 bytes in all instead of the ≈ 1.7 KB of
-//! `compiler_builtins`' unrolled versions (issue 12: the shim's flash budget; BENCHMARKS.md).
+//! Compact memory routines (feature `compact-mem`): `memcpy`, `memset`/`__aeabi_memclr` and
+//! `memcmp` (with the ARM EABI aliases the compiler calls), 114 bytes in all instead of the
+//! ≈ 1.7 KB of `compiler_builtins`' unrolled versions (issue 12: the shim's flash budget;
+//! BENCHMARKS.md).
 //!
-//! `compiler_builtins` defines these symbols weak, so the linker takes these. `memcpy` copies a
-//! word at a time and `memset` two when the addresses are word-aligned, both a byte at a time
-//! otherwise; `memcmp` compares bytes. The boot path moves little memory through them: the image
-//! bytes go from the flash driver straight into the hash (the boot instruction counts of
-//! BENCHMARKS.md are taken with these routines).
+//! `compiler_builtins` defines these symbols weak, so the linker takes these: the shim's code
+//! calls `memcpy` & co., which pulls this crate's section in (and `--gc-sections` keeps it).
+//! `memcpy` copies a word at a time and `memset` two when the addresses are word-aligned, both a
+//! byte at a time otherwise; `memcmp` compares bytes. The boot path moves little memory through
+//! them: the image bytes go from the flash driver straight into the hash (the boot instruction
+//! counts of BENCHMARKS.md are taken with these routines).
+//!
+//! Thumb-2 only (post-indexed loads and stores, `cbz`, `strd`): ARMv7-M, ARMv7E-M and ARMv8-M
+//! Mainline. Not for ARMv6-M (the RP2040's Cortex-M0+, Thumb-1: the crate refuses to build with the
+//! feature there) nor ARMv8-M Baseline, which lack these instructions.
 //!
 //! Written in assembly because a Rust loop here would be recognised by LLVM as a `memcpy` and
 //! compiled into a call to itself.

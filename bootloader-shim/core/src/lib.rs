@@ -77,8 +77,8 @@ pub trait Board {
 /// Runs the boot path (see the crate documentation) and jumps into the decided image, or hands
 /// over to the board when nothing can boot.
 ///
-/// Inlined into the caller's `main`: the QEMU shim measures the same as before this crate was
-/// split out (27 156 B, `cargo xtask size`).
+/// Inlined into the caller's `main`: the QEMU shim measured the same before and after this crate
+/// was split out (`cargo xtask size`).
 #[inline(always)]
 pub fn boot<B: Board, F: NorFlash, H: Sha256Engine>(
     board: &mut B,

@@ -281,12 +281,29 @@ pub struct Signing<'a> {
 
 /// Makes a signed image of an app ELF for the board's bank `s.bank`, with the board's ids.
 pub fn sign_elf(elf: &Path, s: &Signing<'_>) -> Result<Vec<u8>, String> {
+    sign_elf_sized(elf, s, s.pad_to, false)
+}
+
+/// As [`sign_elf`] with a payload of exactly `len` bytes: padded with 0xFF, or cut to `len` when
+/// the app is larger. A cut app cannot run: this is for the boot measurement, whose measuring
+/// shim checks the vector table at the start of the payload and stops after its report, before
+/// the jump (`cargo xtask firmware --measure boot`).
+pub fn sign_elf_exactly(elf: &Path, s: &Signing<'_>, len: usize) -> Result<Vec<u8>, String> {
+    sign_elf_sized(elf, s, Some(len), true)
+}
+
+fn sign_elf_sized(
+    elf: &Path,
+    s: &Signing<'_>,
+    len: Option<usize>,
+    cut: bool,
+) -> Result<Vec<u8>, String> {
     let version: Version = s.version.parse().map_err(|e| format!("{e}"))?;
     let plan = SignPlan::for_bank(s.board, s.bank, version, s.security_counter)
         .map_err(|e| e.to_string())?;
     let mut fw = input::load(elf, plan.slot_size as u64).map_err(|e| e.to_string())?;
-    if let Some(n) = s.pad_to {
-        if fw.data.len() < n {
+    if let Some(n) = len {
+        if fw.data.len() < n || cut {
             fw.data.resize(n, twinbank::flash::ERASED);
         }
     }

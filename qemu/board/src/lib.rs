@@ -13,7 +13,7 @@
 //! |---|---|---|
 //! | constants ([`consts`]) | generated from `twinbank.toml` and `TWINBANK_TRUSTED_KEYS` | same |
 //! | [`config`] | the `twinbank::Config` the shim and the app use | same |
-//! | [`flash::Flash`] | NOR rules enforced over file-backed RAM, power-cut injection | the flash controller driver |
+//! | [`flash::Flash`] | NOR flash over file-backed RAM; with the feature `test-hooks`, NOR rules enforced and power-cut injection | the flash controller driver |
 //! | [`uart`] | CMSDK UART0, polled | the console UART |
 //! | [`watchdog`] | CMSDK watchdog | the independent watchdog |
 //! | [`exit`], [`reset`] | semihosting `SYS_EXIT_EXTENDED`, SYSRESETREQ | halt, reset |

@@ -15,7 +15,7 @@
 #![no_main]
 
 use core::fmt::Write as _;
-use cortex_m_rt::entry;
+use cortex_m_rt::{entry, exception};
 use twinbank::Updater;
 use twinbank_port_app::{settle, Serial, Settled};
 use twinbank_port_stm32l476::{self as board, consts, flash::Flash, uart, watchdog};
@@ -57,6 +57,18 @@ fn health_check() -> Result<(), &'static str> {
 fn fail(what: &str, e: impl core::fmt::Display) -> ! {
     let _ = writeln!(uart::Uart, "app: {what}: {e}");
     board::halt()
+}
+
+/// A flash read hit a double-word whose programming a power cut interrupted (a double ECC error
+/// raises the NMI): the flag is cleared and the read goes on with the uncorrected bytes, which
+/// twinbank refuses. Any other NMI resets the chip. (`unsafe` as cortex-m-rt asks of an NMI
+/// handler, which can preempt anything: this one shares no data with the code it interrupts and
+/// touches only the flash controller's ECC register.)
+#[exception]
+unsafe fn NonMaskableInt() {
+    if !board::flash::take_ecc_double_error() {
+        board::reset()
+    }
 }
 
 #[entry]

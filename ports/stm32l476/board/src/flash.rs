@@ -6,7 +6,10 @@
 //!   BSY to clear, checks the error flags, and locks again.
 //! - The flash has ECC on every double-word: programming one twice between erases is a
 //!   programming error (twinbank never does it), and reading a double-word whose programming a
-//!   power cut interrupted may raise an ECC double-error NMI (docs/porting.md).
+//!   power cut interrupted may raise an ECC double-error NMI. The shim's and the application's
+//!   NMI handlers call [`take_ecc_double_error`]: the flag is cleared and the read goes on with
+//!   the uncorrected bytes, which twinbank refuses as it refuses any torn write (a state record's
+//!   CRC, an image's hash). Without it the NMI would stop the core at every boot: a brick.
 //! - After an erase, the data cache is reset so reads see the erased page.
 //! - The CPU stalls while the bank it executes from is busy; no code needs to move to RAM.
 
@@ -24,6 +27,12 @@ const SR: usize = FLASH + 0x10;
 const CR: usize = FLASH + 0x14;
 const KEY1: u32 = 0x4567_0123;
 const KEY2: u32 = 0xCDEF_89AB;
+/// ECC status register (FLASH_ECCR).
+const ECCR: usize = FLASH + 0x18;
+/// ECCR: double ECC error detected (raises the NMI; cleared by writing 1).
+const ECCR_ECCD: u32 = 1 << 31;
+/// ECCR: single ECC error corrected (cleared by writing 1; left as it is here).
+const ECCR_ECCC: u32 = 1 << 30;
 /// SR: busy.
 const SR_BSY: u32 = 1 << 16;
 /// SR: every error flag (OPERR, PROGERR, WRPERR, PGAERR, SIZERR, PGSERR, MISERR, FASTERR,
@@ -187,4 +196,19 @@ impl NorFlash for Flash {
         }
         Ok(())
     }
+}
+
+/// For the NMI handler: true when the NMI comes from a double ECC error on a flash read (a
+/// double-word whose programming a power cut interrupted), after clearing its flag, so that the
+/// handler returns and the read goes on with the uncorrected bytes (twinbank's own checks refuse
+/// them: a record's CRC, an image's hash). False for any other NMI source. Not run on hardware
+/// here (ports/README.md).
+pub fn take_ecc_double_error() -> bool {
+    let eccr = read_reg(ECCR);
+    if eccr & ECCR_ECCD == 0 {
+        return false;
+    }
+    // Writing 1 clears ECCD; 0 to ECCC leaves it; the read/write enable bit keeps its value.
+    write_reg(ECCR, (eccr & !ECCR_ECCC) | ECCR_ECCD);
+    true
 }

@@ -5,7 +5,7 @@
 #![no_std]
 #![no_main]
 
-use cortex_m_rt::entry;
+use cortex_m_rt::{entry, exception};
 use twinbank::BootError;
 use twinbank_port_stm32l476::{self as board, consts, flash::Flash, uart, watchdog};
 use twinbank_shim_core::Board;
@@ -44,6 +44,18 @@ impl Board for Stm32l476 {
 
     fn bad_vector_table(&mut self) -> ! {
         board::halt()
+    }
+}
+
+/// A flash read hit a double-word whose programming a power cut interrupted (a double ECC error
+/// raises the NMI): the flag is cleared and the read goes on with the uncorrected bytes, which
+/// twinbank refuses. Any other NMI resets the chip. (`unsafe` as cortex-m-rt asks of an NMI
+/// handler, which can preempt anything: this one shares no data with the code it interrupts and
+/// touches only the flash controller's ECC register.)
+#[exception]
+unsafe fn NonMaskableInt() {
+    if !board::flash::take_ecc_double_error() {
+        board::reset()
     }
 }
 
